@@ -1,0 +1,114 @@
+"""Running an experiment: expand it, train every run into the store, skip complete ones, resume the rest."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import audit
+from audit.errors import UsageError, WorkError
+from audit.spec import ExperimentSpec, RunSpec, parse_variant
+from audit.store import DEFAULT_ROOT, RunLocked, RunRecord, Store, create_store, read_run, run_lock
+from audit.train import EpochCallback, Operational, train_run
+
+
+def apply_overrides(experiment: ExperimentSpec, overrides: dict[str, Any]) -> ExperimentSpec:
+    """The experiment with CLI overrides: run-spec fields replace the base and any grid axis over them."""
+    base, grid = dict(experiment.base), dict(experiment.grid)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "variants":
+            for text in value:
+                parse_variant(text)
+            grid["variants"] = list(value)
+        elif key == "seeds":
+            if value <= 0:
+                raise UsageError(f"--seeds must be positive, got {value}")
+            grid["seeds"] = list(range(value))
+        else:
+            base[key] = value
+            grid.pop(key, None)
+            grid.pop(f"{key}s", None)
+    updated = dataclasses.replace(experiment, base=base, grid=grid)
+    updated.expand()  # validates before any work
+    return updated
+
+
+def store_name(experiment: ExperimentSpec, overrides: dict[str, Any]) -> Path:
+    """./audit-runs/<store>, or a name built from the overridden settings."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not given:
+        return DEFAULT_ROOT / experiment.store
+    parts = []
+    for key, value in sorted(given.items()):
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts.append(f"{key.replace('_', '-')}={text}")
+    name = re.sub(r"[^A-Za-z0-9=.,:+-]+", "_", f"{experiment.store}_{'_'.join(parts)}")
+    return DEFAULT_ROOT / name[:200]
+
+
+@dataclass
+class GridOutcome:
+    records: list[RunRecord]
+    skipped: list[str]  # runs held by another process
+    errors: list[str]
+
+
+RunCallback = Callable[[int, int, RunSpec, str], None]
+
+
+def run_grid(experiment: ExperimentSpec, root: Path, ops: Operational = Operational(),
+             on_run: RunCallback | None = None, on_epoch: EpochCallback | None = None) -> GridOutcome:
+    """Train every run of the experiment into the store at root."""
+    specs = experiment.expand()
+    store = create_store(root)
+    previous = store.read_experiment()
+    known = set(previous.get("run_ids", []))
+    store.write_experiment({"audit_version": audit.__version__, "experiment": experiment.to_dict(),
+                            "run_ids": sorted(known | {s.run_id for s in specs}),
+                            "runs": {s.run_id: s.to_dict() for s in specs} | previous.get("runs", {})})
+    records, skipped, errors = [], [], []
+    for index, spec in enumerate(specs):
+        path = store.run_path(spec.run_id)
+        state = _status_of(path)
+        if on_run is not None:
+            on_run(index, len(specs), spec, state)
+        if state in ("complete", "diverged"):
+            records.append(read_run(path, weights=False))
+            continue
+        try:
+            with run_lock(path) as lock:
+                records.append(train_run(spec, path, ops, on_epoch=on_epoch, lock=lock))
+        except RunLocked as err:
+            skipped.append(f"{spec.run_id}: skipped, {err}")
+        except WorkError as err:
+            errors.append(str(err))
+    return GridOutcome(records, skipped, errors)
+
+
+def _status_of(path: Path) -> str:
+    """'new', 'running', 'complete', 'diverged' or 'corrupt' (retrained from scratch)."""
+    if not path.exists():
+        return "new"
+    try:
+        record = read_run(path, weights=True)
+    except WorkError:
+        path.rename(path.with_name(path.name + ".corrupt"))
+        return "corrupt"
+    return record.status
+
+
+def open_for_report(store: Store) -> tuple[list[RunRecord], list[str]]:
+    """Every readable run of the store, and one line per unreadable run file."""
+    records, errors = [], []
+    for path in store.run_paths():
+        try:
+            records.append(read_run(path, weights=False))
+        except WorkError as err:
+            errors.append(str(err))
+    return records, errors

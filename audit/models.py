@@ -1,0 +1,75 @@
+"""The model registry: names → builders for any input shape and number of classes.
+
+`mlp-DxW` is any depth D and width W (mlp-1x512 and mlp-3x512 are the paper's); dropout, when
+asked for, follows every hidden ReLU.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from audit.errors import UsageError, unknown_name
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    description: str
+    build: Callable[..., nn.Module]
+
+
+def mlp(input_shape: tuple[int, ...], num_classes: int, depth: int, width: int, dropout: float = 0.0) -> nn.Module:
+    layers: list[nn.Module] = [nn.Flatten()]
+    size = math.prod(input_shape)
+    for _ in range(depth):
+        layers += [nn.Linear(size, width), nn.ReLU()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        size = width
+    layers.append(nn.Linear(size, num_classes))
+    return nn.Sequential(*layers)
+
+
+MLP_PATTERN = re.compile(r"^mlp-(\d+)x(\d+)$")
+
+
+def _mlp_entry(name: str) -> ModelEntry:
+    depth, width = (int(g) for g in MLP_PATTERN.match(name).groups())  # type: ignore[union-attr]
+    if not 1 <= depth <= 64 or not 1 <= width <= 65536:
+        raise UsageError(f"model '{name}': depth must lie in 1..64 and width in 1..65536")
+    return ModelEntry(
+        name, f"MLP, {depth} hidden ReLU layer{'s' * (depth > 1)} of {width}, biases",
+        lambda input_shape, num_classes, dropout=0.0, batchnorm=True: mlp(
+            input_shape, num_classes, depth, width, dropout))
+
+
+MODELS: dict[str, ModelEntry] = {name: _mlp_entry(name) for name in ("mlp-1x512", "mlp-3x512")}
+
+
+def model_entry(name: str) -> ModelEntry:
+    if name in MODELS:
+        return MODELS[name]
+    if MLP_PATTERN.match(name):
+        return _mlp_entry(name)
+    raise unknown_name("model", name, list(MODELS) + ["mlp-DxW"])
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, *, dropout: float = 0.0,
+                batchnorm: bool = True, seed: int | None = None) -> nn.Module:
+    """A fresh model; with a seed, its initialization is drawn from that seed alone."""
+    entry = model_entry(name)
+    if seed is None:
+        return entry.build(input_shape, num_classes, dropout=dropout, batchnorm=batchnorm)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return entry.build(input_shape, num_classes, dropout=dropout, batchnorm=batchnorm)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

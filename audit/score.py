@@ -1,0 +1,101 @@
+"""Measures on stored runs: rebuild the fitted data, load the weights, compute, cache in the run file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import measures
+from audit.data import build_run_data
+from audit.errors import WorkError
+from audit.store import RunLocked, RunRecord, Store, read_run, run_lock, write_run
+from audit.train import Operational, load_arrays, make_model, resolve_device
+from measures.layers import prepare
+
+
+def context_for(record: RunRecord, ops: Operational) -> measures.Context:
+    """The measure context of a stored run: its exact fitted train data and its init and final weights."""
+    device = resolve_device(ops.device)
+    data = build_run_data(record.spec, ops.data_dir, ops.download)
+    if data.record["fingerprint_train"] != record.data.get("fingerprint_train"):
+        raise WorkError(f"{record.path}: the rebuilt train data do not match the data the run fitted "
+                        "(fingerprint mismatch); the dataset files changed since it was trained")
+    final = make_model(record.spec, data)
+    load_arrays(final, record.final)
+    init = make_model(record.spec, data)
+    load_arrays(init, record.init)
+    return measures.Context(model=prepare(final, device), init=prepare(init, device),
+                            x=data.x_train.to(device), y=data.y_train.to(device), num_classes=data.num_classes,
+                            spec=record.spec, record=record, raw_model=final, device=device)
+
+
+def is_cached(record: RunRecord, name: str, settings: dict[str, Any]) -> bool:
+    entry = record.measures.get(name)
+    if entry is None:
+        return False
+    return (int(entry.get("version", -1)) == measures.get(name).version
+            and json.loads(entry.get("settings", "{}")) == settings)
+
+
+@dataclass
+class ScoreOutcome:
+    records: list[RunRecord]
+    errors: list[str]  # one line per run that could not be read or scored
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def score_store(store: Store, names: list[str], ops: Operational = Operational(),
+                overrides: dict[str, dict[str, Any]] | None = None, recompute: bool = False,
+                on_run: Progress | None = None) -> ScoreOutcome:
+    """Compute the named measures on every complete run of the store that lacks them, caching each value."""
+    overrides = overrides or {}
+    settings = {name: measures.resolved_settings(name, overrides.get(name)) for name in names}
+    records, errors = [], []
+    paths = store.run_paths()
+    for index, path in enumerate(paths):
+        if on_run is not None:
+            on_run(path.stem, index, len(paths))
+        try:
+            record = read_run(path, weights=False)
+        except WorkError as err:
+            errors.append(str(err))
+            continue
+        todo = [n for n in names if recompute or not is_cached(record, n, settings[n])]
+        if record.status == "complete" and todo:
+            try:
+                record = _score_run(path, todo, settings, ops)
+            except RunLocked as err:
+                errors.append(f"{path}: not scored now, {err}")
+            except WorkError as err:
+                errors.append(str(err))
+        records.append(record)
+    return ScoreOutcome(records, errors)
+
+
+def _score_run(path: Path, todo: list[str], settings: dict[str, dict[str, Any]], ops: Operational) -> RunRecord:
+    with run_lock(path):
+        record = read_run(path)
+        ctx = context_for(record, ops)
+        for name in todo:
+            result = measures.evaluate(ctx, name, settings[name])
+            record.measures[name] = {"value": result.value, "seconds": result.seconds,
+                                     "version": measures.get(name).version,
+                                     "settings": json.dumps(settings[name], sort_keys=True), "reason": result.reason}
+        write_run(path, record)
+        torch.cuda.empty_cache() if ctx.device.type == "cuda" else None
+    return record
+
+
+def measure_value(record: RunRecord, name: str) -> float | None:
+    entry = record.measures.get(name)
+    if entry is None:
+        return None
+    value = entry.get("value")
+    return None if value is None else float(value)

@@ -1,0 +1,218 @@
+"""Training one run: SGD (or Adam) over device-resident tensors, stopping rules, checkpoints.
+
+Batches are index slices of tensors already on the device. The learning rate of epoch e (counting
+from 0) is lr · lr_decay^e. After every epoch the whole fitted train set is evaluated in eval mode;
+a run stops when fitted (train accuracy ≥ fit_target), at the loss target, or at max epochs, and is
+marked diverged on a non-finite loss. Every `checkpoint_every` epochs the run file is replaced with
+the current weights, history, optimizer and RNG states, so a killed run resumes where it was.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import audit
+from audit.data import RunData, build_run_data
+from audit.errors import UsageError, WorkError
+from audit.models import build_model
+from audit.spec import RunSpec, derive_seed
+from audit.store import RunRecord, pack_state, read_run, touch_lock, unpack_state, write_run
+
+HISTORY_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
+                   "batch_loss_sum", "seconds")
+EVAL_BATCH = 8192
+
+
+@dataclass(frozen=True)
+class Operational:
+    """Settings that do not change the science and are not part of the run id."""
+
+    device: str = "auto"
+    checkpoint_every: int = 1  # epochs between checkpoints
+    data_dir: Path | None = None
+    download: bool = False
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UsageError(f"unknown device '{name}': use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def state_arrays(model: nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def load_arrays(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()})
+
+
+def make_model(spec: RunSpec, data: RunData) -> nn.Module:
+    return build_model(spec.model, data.input_shape, data.num_classes, dropout=spec.dropout,
+                       batchnorm=spec.batchnorm, seed=derive_seed(spec.seed, "init"))
+
+
+def make_optimizer(spec: RunSpec, model: nn.Module) -> torch.optim.Optimizer:
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
+                           weight_decay=spec.weight_decay)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of the model in eval mode on (x, y)."""
+    was_training = model.training
+    model.eval()
+    loss = torch.zeros((), device=x.device, dtype=torch.float64)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    for start in range(0, len(x), batch):
+        logits = model(x[start:start + batch]).float()
+        target = y[start:start + batch]
+        loss += F.cross_entropy(logits, target, reduction="sum").double()
+        correct += (logits.argmax(1) == target).sum()
+    model.train(was_training)
+    return loss.item() / len(x), correct.item() / len(x)
+
+
+def outcome(spec: RunSpec, history: dict[str, list[float]]) -> tuple[str | None, dict[str, float | int | None]]:
+    """The stop decision after the latest evaluation, and the fit summary."""
+    acc, loss = history["train_acc"], history["train_loss"]
+    fit_rows = [i for i, a in enumerate(acc) if a >= spec.fit_target]
+    first = fit_rows[0] if fit_rows else None
+    summary = {
+        "steps_to_fit": int(history["step"][first]) if first is not None else None,
+        "epochs_to_fit": int(history["epoch"][first]) if first is not None else None,
+    }
+    last_loss = loss[-1]
+    batch_sum = history["batch_loss_sum"][-1]
+    if not math.isfinite(last_loss) or not math.isfinite(batch_sum):
+        return "diverged", summary
+    if acc[-1] >= spec.fit_target:
+        return "complete", summary
+    if spec.loss_target is not None and last_loss <= spec.loss_target:
+        return "complete", summary
+    if history["epoch"][-1] >= spec.epochs:
+        return "complete", summary
+    return None, summary
+
+
+EpochCallback = Callable[[int, int, float], None]
+
+
+def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
+              on_epoch: EpochCallback | None = None, lock: Path | None = None) -> RunRecord:
+    """Train the run of `spec` into the file at path, resuming it if the file holds a running run."""
+    device = resolve_device(ops.device)
+    data = build_run_data(spec, ops.data_dir, ops.download)
+    model = make_model(spec, data)
+    init = state_arrays(model)
+    optimizer = make_optimizer(spec, model)
+    order = torch.Generator().manual_seed(derive_seed(spec.seed, "order"))
+    history: dict[str, list[float]] = {c: [] for c in HISTORY_COLUMNS}
+    elapsed, samples = 0.0, 0
+    record = RunRecord(spec=spec, data=dict(data.record), init=init)
+
+    previous = read_run(path) if path.exists() else None
+    if previous is not None and previous.status != "running":
+        return previous
+    model.to(device)
+    if previous is not None and previous.resume is not None:
+        if previous.data.get("fingerprint_train") != data.record["fingerprint_train"]:
+            raise WorkError(f"{path}: the rebuilt train data differ from the data the run was fitting "
+                            "(fingerprint mismatch); the dataset files changed since it started")
+        state = unpack_state(previous.resume)
+        load_arrays(model, previous.final)
+        model.to(device)
+        optimizer.load_state_dict(state["optimizer"])
+        order.set_state(state["order_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        history = {c: list(map(float, previous.history[c])) for c in HISTORY_COLUMNS}
+        elapsed, samples = float(previous.attrs.get("train_seconds", 0.0)), int(previous.attrs.get("samples_seen", 0))
+        record.attrs["resumed"] = int(previous.attrs.get("resumed", 0)) + 1
+    else:
+        torch.manual_seed(derive_seed(spec.seed, "dropout"))
+
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    n = len(x_train)
+    record.attrs.update(device=str(device), torch_version=torch.__version__, audit_version=audit.__version__,
+                        python_version=platform.python_version(), threads=torch.get_num_threads())
+
+    def log_row(epoch: int, step: int, lr: float, batch_sum: float, seconds: float) -> None:
+        train_loss, train_acc = evaluate(model, x_train, y_train)
+        test_loss, test_acc = evaluate(model, x_test, y_test)
+        row = dict(epoch=epoch, step=step, lr=lr, train_loss=train_loss, train_acc=train_acc,
+                   test_loss=test_loss, test_acc=test_acc, batch_loss_sum=batch_sum, seconds=seconds)
+        for key, value in row.items():
+            history[key].append(float(value))
+
+    def checkpoint(status: str) -> None:
+        record.status = status
+        record.final = state_arrays(model)
+        record.history = {c: np.asarray(v, dtype=np.float64) for c, v in history.items()}
+        stop, summary = outcome(spec, history)
+        record.fitted = status == "complete" and summary["steps_to_fit"] is not None
+        last = {c: history[c][-1] for c in ("train_loss", "train_acc", "test_loss", "test_acc")}
+        best = int(np.argmax(history["test_acc"]))
+        record.attrs.update(summary, **last, epochs=int(history["epoch"][-1]), steps=int(history["step"][-1]),
+                            train_seconds=elapsed, samples_seen=samples,
+                            best_test_acc=history["test_acc"][best], best_test_epoch=int(history["epoch"][best]),
+                            first_epoch_loss_sum=history["batch_loss_sum"][1] if len(history["epoch"]) > 1 else None)
+        if status == "diverged":
+            record.attrs["diverged_epoch"] = int(history["epoch"][-1])
+        record.resume = None if status != "running" else pack_state({
+            "optimizer": optimizer.state_dict(), "order_rng": order.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        })
+        write_run(path, record)
+        if lock is not None:
+            touch_lock(lock)
+
+    if not history["epoch"]:
+        log_row(0, 0, spec.lr, 0.0, 0.0)
+    epoch, step = int(history["epoch"][-1]), int(history["step"][-1])
+    status = outcome(spec, history)[0] if epoch > 0 else None
+    model.train()
+    while status is None:
+        start = time.perf_counter()
+        lr = spec.lr * spec.lr_decay ** epoch
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        perm = torch.randperm(n, generator=order).to(device)
+        batch_sum = torch.zeros((), device=device)
+        for first in range(0, n, spec.batch_size):
+            index = perm[first:first + spec.batch_size]
+            loss = F.cross_entropy(model(x_train[index]), y_train[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            batch_sum += loss.detach()
+            step += 1
+        epoch += 1
+        samples += n
+        elapsed += time.perf_counter() - start
+        log_row(epoch, step, lr, batch_sum.item(), elapsed)
+        status = outcome(spec, history)[0]
+        if on_epoch is not None:
+            on_epoch(epoch, spec.epochs, history["train_acc"][-1])
+        if status is not None or epoch % ops.checkpoint_every == 0:
+            checkpoint(status or "running")
+    return record

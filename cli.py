@@ -1,0 +1,425 @@
+"""The `audit` command line: parse, call audit.*, render. No science in here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import audit
+import experiments
+import measures
+from audit import report
+from audit.errors import UsageError, WorkError
+
+app = typer.Typer(
+    help="Run the randomization test of Zhang et al. and audit generalization measures with it.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+list_app = typer.Typer(help="List models, measures, variants, datasets or experiments.", no_args_is_help=True)
+app.add_typer(list_app, name="list")
+
+err_console = Console(stderr=True)
+
+
+def out_console() -> Console:
+    width = shutil.get_terminal_size((160, 40)).columns if sys.stdout.isatty() else 160
+    return Console(width=max(width, 100), soft_wrap=False)
+
+
+def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One line and exit code 2 for bad usage, 1 for failed work; never a traceback for a user error."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UsageError as err:
+            print(f"audit: error: {err}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except WorkError as err:
+            print(f"audit: failed: {err}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            print("audit: interrupted; complete runs are kept and `audit run` resumes the rest", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        print(f"audit {audit.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Run the randomization test of Zhang et al. and audit generalization measures with it."""
+
+
+# ---------------------------------------------------------------- shared options
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+DataDirOpt = Annotated[Optional[Path], typer.Option(
+    "--data-dir", help="Folder of downloaded datasets (torchvision layout); default ~/.cache/audit/data.")]
+DownloadOpt = Annotated[bool, typer.Option("--download", help="Download missing datasets (needs a network).")]
+
+
+def store_path(store: Optional[Path]) -> Any:
+    from audit.store import open_store
+
+    return open_store(store)
+
+
+class Reporter:
+    """Progress on stderr: a rich bar on a terminal, a line per run otherwise."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.live = not quiet and err_console.is_terminal
+        self.quiet = quiet
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err_console,
+                                 transient=True)
+        self.runs = self.epochs = None
+
+    def __enter__(self) -> "Reporter":
+        if self.live:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live:
+            self.progress.stop()
+
+    def on_run(self, index: int, total: int, spec: Any, state: str) -> None:
+        label = f"{spec.run_id} {spec.variant_label} seed {spec.seed}"
+        if self.live:
+            if self.runs is None:
+                self.runs = self.progress.add_task("runs", total=total, info="")
+                self.epochs = self.progress.add_task("epochs", total=spec.epochs, info="")
+            self.progress.update(self.runs, completed=index, info=label)
+            self.progress.reset(self.epochs, total=spec.epochs, info="")
+        elif not self.quiet:
+            print(f"[{index + 1}/{total}] {label}: {state}", file=sys.stderr)
+
+    def on_epoch(self, epoch: int, epochs: int, train_acc: float) -> None:
+        if self.live and self.epochs is not None:
+            self.progress.update(self.epochs, completed=epoch, total=epochs, info=f"train acc {train_acc:.3f}")
+
+    def on_score(self, run_id: str, index: int, total: int) -> None:
+        if self.live:
+            if self.runs is None:
+                self.runs = self.progress.add_task("scoring", total=total, info="")
+            self.progress.update(self.runs, completed=index, info=run_id)
+
+
+def parse_settings(values: list[str]) -> dict[str, dict[str, Any]]:
+    """--set NAME.KEY=VALUE → {NAME: {KEY: VALUE}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for text in values:
+        target, sep, raw = text.partition("=")
+        name, dot, key = target.partition(".")
+        if not sep or not dot:
+            raise UsageError(f"--set '{text}': write MEASURE.SETTING=VALUE, e.g. margin.percentile=5")
+        measures.get(name)
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(name, {})[key] = value
+    return out
+
+
+def score_and_report(store: Any, names: list[str], ops: Any, as_json: bool, reporter: Reporter,
+                     settings: dict[str, dict[str, Any]], recompute: bool = False, show: list[str] | None = None,
+                     extra_errors: list[str] | None = None) -> int:
+    from audit.score import score_store
+    from audit.verdict import judge, run_rows
+
+    outcome = score_store(store, names, ops, settings, recompute=recompute, on_run=reporter.on_score)
+    errors = (extra_errors or []) + outcome.errors
+    rows = run_rows(outcome.records, names)
+    verdicts = judge(rows, names)
+    emit(store, rows, verdicts, errors, as_json, show if show is not None else [])
+    failed = errors or any(r["status"] == "diverged" for r in rows)
+    return 1 if failed else 0
+
+
+def emit(store: Any, rows: list[dict[str, Any]], verdicts: list[dict[str, Any]], errors: list[str],
+         as_json: bool, show: list[str]) -> None:
+    if as_json:
+        print(report.dumps(report.document(str(store.root), rows, verdicts, errors)))
+    else:
+        report.print_tables(out_console(), rows, verdicts, show, str(store.root))
+    for line in errors:
+        print(f"audit: {line}", file=sys.stderr)
+
+
+def resolve_names(measure: list[str], all_: bool) -> list[str]:
+    if all_:
+        return measures.names()
+    if measure:
+        for name in measure:
+            measures.get(name)
+        return list(dict.fromkeys(measure))
+    return measures.names(default_only=True)
+
+
+# ---------------------------------------------------------------- commands
+
+@app.command()
+@guarded
+def run(
+    experiment: Annotated[str, typer.Argument(help="A shipped experiment name or a .toml file.")] = "quick",
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset: digits, mnist, fashion-mnist.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model name, e.g. mlp-1x512 (see `audit list models`).")] = None,
+    variants: Annotated[Optional[str], typer.Option(
+        help="Comma-separated variants: true, corrupt:P, random-labels, shuffled-pixels, random-pixels, gaussian.")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="Number of seeds: seeds 0..N-1.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Most epochs per run.")] = None,
+    train_size: Annotated[Optional[int], typer.Option(help="Stratified, seeded subset of the train set.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,
+    lr_decay: Annotated[Optional[float], typer.Option(help="Learning rate multiplied by this every epoch.")] = None,
+    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum.")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay (L2).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Minibatch size.")] = None,
+    corrupt_test: Annotated[Optional[bool], typer.Option(
+        "--corrupt-test/--clean-test", help="Corrupt the test labels like the train labels (default clean).",
+        show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Store directory (default ./audit-runs/<name>).")] = None,
+    measure: Annotated[list[str], typer.Option(help="Measure to score after training (repeatable).")] = [],
+    all_measures: Annotated[bool, typer.Option("--all", help="Score every registered measure.")] = False,
+    device: DeviceOpt = "auto",
+    checkpoint_every: Annotated[int, typer.Option(help="Epochs between checkpoints.")] = 1,
+    data_dir: DataDirOpt = None,
+    download: DownloadOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train every run of an experiment into its store (skipping complete runs, resuming the rest),
+    score the measures and print the verdict table. Without an argument it runs the quick audit."""
+    from audit.grid import apply_overrides, run_grid, store_name
+    from audit.store import create_store
+    from audit.train import Operational, resolve_device
+
+    spec = experiments.load(experiment)
+    overrides = {"dataset": dataset, "model": model, "epochs": epochs, "train_size": train_size, "lr": lr,
+                 "lr_decay": lr_decay, "momentum": momentum, "weight_decay": weight_decay,
+                 "batch_size": batch_size, "corrupt_test": corrupt_test, "seeds": seeds,
+                 "variants": [v.strip() for v in variants.split(",") if v.strip()] if variants is not None else None}
+    spec = apply_overrides(spec, overrides)
+    names = resolve_names(measure, all_measures)
+    if checkpoint_every <= 0:
+        raise UsageError(f"--checkpoint-every must be positive, got {checkpoint_every}")
+    resolve_device(device)
+    ops = Operational(device=device, checkpoint_every=checkpoint_every, data_dir=data_dir, download=download)
+    root = out or store_name(spec, overrides)
+    from audit.data import build_run_data
+
+    build_run_data(spec.expand()[0], data_dir, download)  # data problems surface before any store is made
+    with Reporter(quiet=False) as reporter:
+        outcome = run_grid(spec, root, ops, on_run=reporter.on_run, on_epoch=reporter.on_epoch)
+        store = create_store(root)
+        code = score_and_report(store, names, ops, as_json, reporter, {}, extra_errors=outcome.errors + outcome.skipped)
+    raise typer.Exit(code)
+
+
+@app.command()
+@guarded
+def score(
+    store: Annotated[Optional[Path], typer.Argument(help="Store directory (default: the latest under ./audit-runs).")] = None,
+    measure: Annotated[list[str], typer.Option(help="Measure name (repeatable).")] = [],
+    all_measures: Annotated[bool, typer.Option("--all", help="Every registered measure.")] = False,
+    setting: Annotated[list[str], typer.Option("--set", help="Measure setting, NAME.KEY=VALUE (repeatable).")] = [],
+    recompute: Annotated[bool, typer.Option(help="Ignore cached values.")] = False,
+    device: DeviceOpt = "auto",
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compute measures on every complete run of a store, cache them in the run files, and print them
+    per run with their verdicts. Without --measure, the default set."""
+    from audit.train import Operational, resolve_device
+
+    names = resolve_names(measure, all_measures)
+    settings = parse_settings(setting)
+    resolve_device(device)
+    target = store_path(store)
+    ops = Operational(device=device, data_dir=data_dir)
+    with Reporter(quiet=False) as reporter:
+        code = score_and_report(target, names, ops, as_json, reporter, settings, recompute,
+                                show=names if len(names) <= 6 else [])
+    raise typer.Exit(code)
+
+
+@app.command("report")
+@guarded
+def report_command(
+    store: Annotated[Optional[Path], typer.Argument(help="Store directory (default: the latest under ./audit-runs).")] = None,
+    measure: Annotated[list[str], typer.Option(help="Show only this measure, run by run (repeatable).")] = [],
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the runs and verdicts of a store from its cached measures (computes nothing)."""
+    from audit.grid import open_for_report
+    from audit.verdict import judge, run_rows
+
+    target = store_path(store)
+    for name in measure:
+        measures.get(name)
+    records, errors = open_for_report(target)
+    cached = sorted({n for r in records for n in r.measures if n in measures.names()},
+                    key=measures.names().index)
+    names = list(dict.fromkeys(measure)) or cached
+    rows = run_rows(records, names)
+    emit(target, rows, judge(rows, names), errors, as_json, list(measure))
+    raise typer.Exit(1 if errors else 0)
+
+
+@app.command()
+@guarded
+def show(
+    args: Annotated[list[str], typer.Argument(help="[STORE] RUN_ID", metavar="[STORE] RUN_ID")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Print one run: spec, status, history summary and cached measures."""
+    from audit.store import read_run
+
+    if len(args) not in (1, 2):
+        raise UsageError("give a run id, optionally after the store: audit show [STORE] RUN_ID")
+    target = store_path(Path(args[0]) if len(args) == 2 else None)
+    run_id = args[-1]
+    matches = [p for p in target.run_paths() if p.stem.startswith(run_id)]
+    if len(matches) != 1:
+        what = "no run" if not matches else f"{len(matches)} runs"
+        raise UsageError(f"{what} in {target.root} matching '{run_id}'; see `audit report {target.root}`")
+    record = read_run(matches[0], weights=False)
+    history = {k: v.tolist() for k, v in record.history.items()}
+    document = {"run_id": record.run_id, "path": str(matches[0]), "spec": record.spec.to_dict(),
+                "status": record.status, "fitted": record.fitted, "attrs": record.attrs,
+                "data": {k: v for k, v in record.data.items() if not hasattr(v, "shape")},
+                "history": history,
+                "measures": {k: {kk: vv for kk, vv in v.items() if kk != "detail"} for k, v in record.measures.items()}}
+    if as_json:
+        print(report.dumps(document))
+        return
+    console = out_console()
+    console.print(f"run {record.run_id}  {matches[0]}")
+    console.print(f"status {record.status}, fitted {report.fmt(record.fitted)}")
+    for key, value in record.spec.to_dict().items():
+        console.print(f"  {key:<14} {value}")
+    from rich.table import Table
+
+    table = Table(title="history (every evaluation)", title_justify="left")
+    for column in ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc"):
+        table.add_column(column, justify="right")
+    rows = list(zip(*(history[c] for c in ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc"))))
+    picked = rows if len(rows) <= 12 else rows[:5] + rows[-6:]
+    for row in picked:
+        table.add_row(*(report.fmt(int(v) if i < 2 else v, 4) for i, v in enumerate(row)))
+    console.print(table)
+    for key in ("train_seconds", "samples_seen", "steps_to_fit", "epochs_to_fit", "best_test_acc", "device"):
+        console.print(f"  {key:<14} {report.fmt(record.attrs.get(key))}")
+    if record.measures:
+        mt = Table(title="measures", title_justify="left")
+        for column in ("measure", "value", "seconds", "note"):
+            mt.add_column(column)
+        for name, entry in record.measures.items():
+            mt.add_row(name, report.fmt(entry.get("value"), 5), report.fmt(entry.get("seconds"), 3),
+                       entry.get("reason") or "")
+        console.print(mt)
+
+
+@list_app.command("models")
+@guarded
+def list_models(as_json: JsonOpt = False) -> None:
+    """The model registry, with parameter counts for the digits input (1×8×8, 10 classes)."""
+    from audit.models import MODELS, build_model, count_params
+
+    items = [{"name": e.name, "description": e.description,
+              "params_digits": count_params(build_model(e.name, (1, 8, 8), 10)),
+              "params_cifar28": count_params(build_model(e.name, (3, 28, 28), 10))} for e in MODELS.values()]
+    print_items(items, as_json, ["name", "params_digits", "params_cifar28", "description"],
+                note="mlp-DxW works for any depth D and width W")
+
+
+@list_app.command("measures")
+@guarded
+def list_measures(as_json: JsonOpt = False) -> None:
+    """The measure catalogue with each measure's metadata."""
+    items = [measures.get(n).metadata() for n in measures.names()]
+    print_items(items, as_json, ["name", "family", "direction", "cost", "needs", "settings", "formula"])
+
+
+@list_app.command("variants")
+@guarded
+def list_variants(as_json: JsonOpt = False) -> None:
+    """The data variants of the randomization test."""
+    from audit.spec import INPUT_VARIANTS
+
+    text = {
+        "true": "the dataset unchanged",
+        "corrupt:P": "each train label replaced, with probability P, by a class drawn uniformly from all classes",
+        "random-labels": "corrupt:1, every label drawn uniformly",
+        "shuffled-pixels": "one random permutation of pixel positions for all images, train and test",
+        "random-pixels": "an independent random permutation of pixel positions per image, train and test",
+        "gaussian": "images replaced by Gaussian noise with the raw train set's per-channel mean and variance",
+    }
+    items = [{"name": k, "axis": "input" if k in INPUT_VARIANTS else "label", "description": v} for k, v in text.items()]
+    print_items(items, as_json, ["name", "axis", "description"])
+
+
+@list_app.command("datasets")
+@guarded
+def list_datasets(as_json: JsonOpt = False) -> None:
+    """Datasets audit can load."""
+    from audit.data import DATASETS
+
+    items = [{"name": k, "description": v} for k, v in DATASETS.items()]
+    print_items(items, as_json, ["name", "description"])
+
+
+@list_app.command("experiments")
+@guarded
+def list_experiments(as_json: JsonOpt = False) -> None:
+    """The shipped experiments and how many runs each has."""
+    items = []
+    for name in experiments.names():
+        spec = experiments.load(name)
+        items.append({"name": name, "runs": len(spec.expand()), "store": spec.store, "description": spec.description})
+    print_items(items, as_json, ["name", "runs", "description"])
+
+
+def print_items(items: list[dict[str, Any]], as_json: bool, columns: list[str], note: str = "") -> None:
+    if as_json:
+        print(report.dumps(items))
+        return
+    from rich.table import Table
+
+    table = Table()
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for item in items:
+        table.add_row(*(report.fmt(item[c]) if not isinstance(item[c], (list, dict)) else
+                        json.dumps(item[c], ensure_ascii=False) for c in columns))
+    console = out_console()
+    console.print(table)
+    if note:
+        console.print(note)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
