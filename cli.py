@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer._click import exceptions as typer_click_exceptions
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -27,6 +28,15 @@ list_app = typer.Typer(help="List models, measures, variants, datasets or experi
 app.add_typer(list_app, name="list")
 
 err_console = Console(stderr=True)
+
+
+def _show_usage_error_in_one_line(self: Any, file: Any = None) -> None:
+    """Click prints usage, a hint and the error on four lines; audit's contract is one line."""
+    command = self.ctx.command_path if self.ctx is not None else "audit"
+    print(f"audit: error: {self.format_message()} (see `{command} --help`)", file=file or sys.stderr)
+
+
+typer_click_exceptions.UsageError.show = _show_usage_error_in_one_line
 
 
 def out_console() -> Console:
@@ -139,6 +149,8 @@ def parse_settings(values: list[str]) -> dict[str, dict[str, Any]]:
         except json.JSONDecodeError:
             value = raw
         out.setdefault(name, {})[key] = value
+    for name, overrides in out.items():
+        measures.resolved_settings(name, overrides)
     return out
 
 

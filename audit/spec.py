@@ -137,6 +137,12 @@ def validate(spec: RunSpec) -> None:
     _check_type(spec, "corrupt", (float, int), none_ok=True)
     for name in ("corrupt_test", "batchnorm"):
         _check_type(spec, name, (bool,))
+    from audit.data import DATASETS
+    from audit.models import model_entry
+
+    if spec.dataset not in DATASETS:
+        raise unknown_name("dataset", spec.dataset, list(DATASETS))
+    model_entry(spec.model)
     if spec.variant not in VARIANTS:
         raise unknown_name("variant", spec.variant, list(VARIANTS))
     expected = {"true": 0.0, "random-labels": 1.0}.get(spec.variant)

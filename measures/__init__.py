@@ -130,7 +130,11 @@ def resolved_settings(name: str, overrides: dict[str, Any] | None = None) -> dic
     for key, value in (overrides or {}).items():
         if key not in settings:
             raise unknown_name(f"setting of {name}", key, list(settings))
-        settings[key] = type(settings[key])(value) if settings[key] is not None else value
+        default = settings[key]
+        try:
+            settings[key] = type(default)(value) if default is not None and not isinstance(default, bool) else value
+        except (TypeError, ValueError):
+            raise UsageError(f"setting {name}.{key} must be a {type(default).__name__}, got {value!r}") from None
     return settings
 
 

@@ -1,0 +1,21 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("AUDIT_TEST_THREADS", "2")))
+
+
+@pytest.fixture(scope="session")
+def small_store(tmp_path_factory) -> Path:
+    """A store with true, corrupt:0.5 and random-labels runs of a narrow MLP on digits, 2 seeds, scored."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    root = tmp_path_factory.mktemp("stores") / "small"
+    result = CliRunner().invoke(app, ["run", "--model", "mlp-1x256", "--variants", "true,corrupt:0.5,random-labels",
+                                      "--seeds", "2", "--lr", "0.1", "--out", str(root), "--json"])
+    assert result.exit_code == 0, result.output
+    return root

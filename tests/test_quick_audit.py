@@ -1,0 +1,29 @@
+"""The README's first command: the quick audit on digits, and what its table must show."""
+
+import json
+
+from typer.testing import CliRunner
+
+from cli import app
+
+
+def test_quick_audit_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "--json"])
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["store"] == "audit-runs/quick"
+    runs = document["runs"]
+    assert len(runs) == 27 and all(r["status"] == "complete" for r in runs)
+    for run in runs:
+        if run["variant"] == "random-labels":
+            assert run["train_acc"] == 1.0 and run["test_acc"] < 0.2
+        if run["variant"] == "true":
+            assert run["test_acc"] > 0.9
+    verdicts = {v["measure"]: v for v in document["verdicts"]}
+    assert verdicts["params"]["verdict"] == "fails"
+    normalized = ("l2-margin", "spectral-margin", "path-l2-margin")
+    assert any(verdicts[name]["verdict"] == "distinguishes" for name in normalized)
+    # a second run skips every complete run and reports the same verdicts
+    again = json.loads(CliRunner().invoke(app, ["run", "--json"]).stdout)
+    assert [v["verdict"] for v in again["verdicts"]] == [v["verdict"] for v in document["verdicts"]]

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from audit.spec import RunSpec
+from audit.store import read_run
+from audit.train import Operational, train_run
+
+
+def test_random_labels_are_fitted_and_test_accuracy_is_chance(tmp_path):
+    spec = RunSpec(variant="random-labels", corrupt=1.0)
+    record = train_run(spec, tmp_path / "r.h5")
+    assert record.status == "complete" and record.fitted
+    assert record.attrs["train_acc"] == 1.0
+    assert record.attrs["test_acc"] < 0.2
+    assert record.attrs["steps_to_fit"] == record.history["step"][-1]
+    assert record.attrs["samples_seen"] == record.attrs["epochs"] * 1347
+
+
+def test_true_labels_generalize(tmp_path):
+    record = train_run(RunSpec(), tmp_path / "t.h5")
+    assert record.fitted and record.attrs["test_acc"] > 0.9
+    assert record.attrs["epochs_to_fit"] == record.attrs["epochs"]
+
+
+def test_max_epochs_stops_a_run_that_is_not_fitted(tmp_path):
+    record = train_run(RunSpec(variant="random-labels", corrupt=1.0, epochs=2), tmp_path / "r.h5")
+    assert record.status == "complete" and not record.fitted
+    assert record.attrs["steps_to_fit"] is None and record.attrs["epochs"] == 2
+
+
+def test_loss_target_stops_early(tmp_path):
+    record = train_run(RunSpec(loss_target=1.0, fit_target=1.0), tmp_path / "l.h5")
+    assert record.status == "complete" and record.history["train_loss"][-1] <= 1.0
+    assert record.attrs["epochs"] < 5
+
+
+def test_nan_loss_marks_the_run_diverged(tmp_path):
+    record = train_run(RunSpec(lr=1e6, momentum=0.0, epochs=20), tmp_path / "d.h5")
+    assert record.status == "diverged" and not record.fitted
+    assert record.attrs["diverged_epoch"] >= 1
+    assert read_run(tmp_path / "d.h5").status == "diverged"
+
+
+class Kill(Exception):
+    pass
+
+
+def test_a_run_interrupted_mid_training_resumes_to_the_same_weights(tmp_path):
+    spec = RunSpec(variant="corrupt", corrupt=0.5, epochs=12, fit_target=1.0, dropout=0.1)
+    straight = train_run(spec, tmp_path / "a.h5")
+
+    def kill_at_7(epoch, epochs, acc):
+        if epoch == 7:
+            raise Kill
+
+    path = tmp_path / "b.h5"
+    with pytest.raises(Kill):
+        train_run(spec, path, Operational(checkpoint_every=3), on_epoch=kill_at_7)
+    partial = read_run(path)
+    assert partial.status == "running" and partial.attrs["epochs"] == 6  # the last checkpoint
+    resumed = train_run(spec, path, Operational(checkpoint_every=3))
+    assert resumed.attrs["resumed"] == 1
+    assert resumed.attrs["epochs"] == straight.attrs["epochs"]
+    for name, value in straight.final.items():
+        assert np.array_equal(value, resumed.final[name]), name
+    assert np.array_equal(straight.history["train_loss"], resumed.history["train_loss"])
+
+
+def test_a_complete_run_is_not_trained_again(tmp_path):
+    spec = RunSpec(epochs=2)
+    first = train_run(spec, tmp_path / "c.h5")
+    again = train_run(spec, tmp_path / "c.h5")
+    assert again.attrs["train_seconds"] == first.attrs["train_seconds"]
