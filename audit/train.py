@@ -114,6 +114,44 @@ def outcome(spec: RunSpec, history: dict[str, list[float]]) -> tuple[str | None,
 EpochCallback = Callable[[int, int, float], None]
 
 
+def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+              batch_size: int, order: torch.Generator) -> torch.Tensor:
+    """One pass over (x, y) in the order drawn from `order`; returns the sum of minibatch losses (on device)."""
+    perm = torch.randperm(len(x), generator=order).to(x.device)
+    batch_sum = torch.zeros((), device=x.device)
+    for first in range(0, len(x), batch_size):
+        index = perm[first:first + batch_size]
+        loss = F.cross_entropy(model(x[index]), y[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        batch_sum += loss.detach()
+    return batch_sum
+
+
+def fit_labels(spec: RunSpec, x: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int) -> float:
+    """Train a fresh model of the spec's architecture by the spec's procedure and budget on (x, y);
+    return its final train accuracy (eval mode). Used by procedure measures such as `rademacher`."""
+    model = build_model(spec.model, tuple(x.shape[1:]), num_classes, dropout=spec.dropout,
+                        batchnorm=spec.batchnorm, seed=derive_seed(seed, "init")).to(x.device)
+    optimizer = make_optimizer(spec, model)
+    order = torch.Generator().manual_seed(derive_seed(seed, "order"))
+    model.train()
+    accuracy = 0.0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "dropout"))
+        for epoch in range(spec.epochs):
+            for group in optimizer.param_groups:
+                group["lr"] = spec.lr * spec.lr_decay ** epoch
+            run_epoch(model, optimizer, x, y, spec.batch_size, order)
+            loss, accuracy = evaluate(model, x, y)
+            if not math.isfinite(loss):
+                break
+            if accuracy >= spec.fit_target or (spec.loss_target is not None and loss <= spec.loss_target):
+                break
+    return accuracy
+
+
 def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
               on_epoch: EpochCallback | None = None, lock: Path | None = None) -> RunRecord:
     """Train the run of `spec` into the file at path, resuming it if the file holds a running run."""
@@ -196,16 +234,8 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
         lr = spec.lr * spec.lr_decay ** epoch
         for group in optimizer.param_groups:
             group["lr"] = lr
-        perm = torch.randperm(n, generator=order).to(device)
-        batch_sum = torch.zeros((), device=device)
-        for first in range(0, n, spec.batch_size):
-            index = perm[first:first + spec.batch_size]
-            loss = F.cross_entropy(model(x_train[index]), y_train[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            batch_sum += loss.detach()
-            step += 1
+        batch_sum = run_epoch(model, optimizer, x_train, y_train, spec.batch_size, order)
+        step += math.ceil(n / spec.batch_size)
         epoch += 1
         samples += n
         elapsed += time.perf_counter() - start

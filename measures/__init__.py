@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from audit.errors import UsageError, unknown_name
+from audit.errors import UsageError, WorkError, unknown_name
 
 FAMILIES = ("count", "norm", "spectral", "path", "margin", "margin-normalized", "sharpness", "flatness",
             "pac-bayes", "curvature", "information", "spectra", "capacity", "optimization", "kernel",
@@ -27,6 +27,33 @@ COSTS = ("instant", "pass", "heavy")
 
 class Undefined(Exception):
     """The measure is not defined for this run; the message says why."""
+
+
+class TooLarge(WorkError):
+    """The measure would need more memory than the device has; nothing is cached, the run is named."""
+
+
+def available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    import os
+
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def check_memory(name: str, needed: int, device: torch.device, hint: str) -> None:
+    """Refuse before allocating when a measure's estimate exceeds the memory available on the device."""
+    available = available_bytes(device)
+    if needed > 0.8 * available:
+        raise TooLarge(f"measure {name} would need about {needed / 2**30:.1f} GiB on {device}, "
+                       f"{available / 2**30:.1f} GiB available; {hint}")
 
 
 @dataclass(frozen=True)
@@ -173,7 +200,7 @@ def compute(model: nn.Module, names_: list[str], train: tuple[torch.Tensor, torc
 
 
 def _load_families() -> None:
-    from measures import margin, norms, optimization  # noqa: F401  (registration)
+    from measures import capacity, curvature, information, margin, norms, optimization, sensitivity, sharpness, spectra  # noqa: F401  (registration)
 
 
 __all__ = ["MEASURES", "Context", "Measure", "Result", "Undefined", "compute", "evaluate", "get", "measure",
