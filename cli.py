@@ -351,6 +351,47 @@ def show(
         console.print(mt)
 
 
+@app.command("import")
+@guarded
+def import_command(
+    store: Annotated[Path, typer.Argument(help="Store directory to add the run to (created if missing).")],
+    model: Annotated[str, typer.Option(help="module:function returning the torch model (importable from here).")],
+    init: Annotated[Path, typer.Option(help="state_dict of the model at initialization (torch.save).")],
+    final: Annotated[Path, typer.Option(help="state_dict of the trained model (torch.save).")],
+    dataset: Annotated[str, typer.Option(help="The dataset it was trained on.")] = "digits",
+    variant: Annotated[str, typer.Option(help="The variant it was trained on: true, corrupt:P, random-labels, ...")] = "true",
+    seed: Annotated[int, typer.Option(help="The seed of the variant (it regenerates the fitted labels).")] = 0,
+    train_size: Annotated[Optional[int], typer.Option(help="Stratified subset it was trained on.")] = None,
+    preprocess: Annotated[str, typer.Option(help="standard, paper or none.")] = "standard",
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a model trained elsewhere to a store as a complete run, so that `audit score` and `audit report`
+    judge it like the others. Its data are rebuilt from the dataset, variant and seed given here."""
+    from audit.importer import import_run
+    from audit.spec import RunSpec, parse_variant
+    from audit.store import create_store
+
+    name, p = parse_variant(variant)
+    spec = RunSpec(dataset=dataset, model=model, variant=name, corrupt=p, seed=seed, train_size=train_size,
+                   preprocess=preprocess)
+    for path in (init, final):
+        if not path.is_file():
+            raise UsageError(f"state_dict file {path} does not exist")
+    target = create_store(store)
+    record = import_run(target, spec, init, final)
+    document = target.read_experiment()
+    document.setdefault("imported", []).append(spec.run_id)
+    target.write_experiment(document)
+    summary = {"store": str(target.root), "run_id": record.run_id, "train_acc": record.attrs["train_acc"],
+               "test_acc": record.attrs["test_acc"], "fitted": record.fitted}
+    if as_json:
+        print(report.dumps(summary))
+    else:
+        out_console().print(f"imported run {record.run_id} into {target.root}: train acc "
+                            f"{record.attrs['train_acc']:.4f}, test acc {record.attrs['test_acc']:.4f}, "
+                            f"fitted {report.fmt(record.fitted)}")
+
+
 @list_app.command("models")
 @guarded
 def list_models(as_json: JsonOpt = False) -> None:
@@ -366,9 +407,15 @@ def list_models(as_json: JsonOpt = False) -> None:
 
 @list_app.command("measures")
 @guarded
-def list_measures(as_json: JsonOpt = False) -> None:
+def list_measures(
+    as_json: JsonOpt = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the catalogue page (docs/measures.md).")] = False,
+) -> None:
     """The measure catalogue with each measure's metadata."""
     items = [measures.get(n).metadata() for n in measures.names()]
+    if markdown:
+        print(report.catalogue_markdown(items))
+        return
     print_items(items, as_json, ["name", "family", "direction", "cost", "needs", "settings", "formula"])
 
 

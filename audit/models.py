@@ -52,12 +52,43 @@ def _mlp_entry(name: str) -> ModelEntry:
 MODELS: dict[str, ModelEntry] = {name: _mlp_entry(name) for name in ("mlp-1x512", "mlp-3x512")}
 
 
+def _imported_entry(name: str) -> ModelEntry:
+    """A user's model as `module:function`; the function returns an nn.Module, and takes input_shape and
+    num_classes as keyword arguments if it declares them."""
+    import importlib
+    import inspect
+
+    import os
+    import sys
+
+    module_name, _, function_name = name.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as err:
+        raise UsageError(f"cannot load model '{name}': {err}; the module must be importable from the "
+                         "current directory or PYTHONPATH") from None
+    accepted = set(inspect.signature(function).parameters)
+
+    def build(input_shape: tuple[int, ...], num_classes: int, dropout: float = 0.0, batchnorm: bool = True) -> nn.Module:
+        given = {"input_shape": input_shape, "num_classes": num_classes}
+        model = function(**{k: v for k, v in given.items() if k in accepted})
+        if not isinstance(model, nn.Module):
+            raise UsageError(f"model '{name}' returned {type(model).__name__}, not a torch.nn.Module")
+        return model
+
+    return ModelEntry(name, f"user model {name}", build)
+
+
 def model_entry(name: str) -> ModelEntry:
     if name in MODELS:
         return MODELS[name]
     if MLP_PATTERN.match(name):
         return _mlp_entry(name)
-    raise unknown_name("model", name, list(MODELS) + ["mlp-DxW"])
+    if ":" in name:
+        return _imported_entry(name)
+    raise unknown_name("model", name, list(MODELS) + ["mlp-DxW", "module:function"])
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, *, dropout: float = 0.0,

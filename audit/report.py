@@ -57,7 +57,7 @@ def verdict_table(verdicts: list[dict[str, Any]], title: str = "verdicts") -> Ta
     table.add_column("measure")
     if multi:
         table.add_column("family")
-    for column in ("dir", "median true", "median random", "auc", "trend", "tau", "verdict"):
+    for column in ("dir", "median true", "median random", "auc", "trend", "tau", "verdict", "s/run"):
         table.add_column(column, justify="left" if column == "verdict" else "right")
     for v in verdicts:
         direction = "↑" if measures.get(v["measure"]).direction > 0 else "↓"
@@ -65,7 +65,8 @@ def verdict_table(verdicts: list[dict[str, Any]], title: str = "verdicts") -> Ta
         cells = [v["measure"]] + ([v["family"]] if multi else []) + [
             direction, fmt(medians.get("true"), 4), fmt(medians.get("random-labels"), 4),
             fmt(v["auc"], 2), fmt(v["trend"], 2), fmt(v["tau"], 2)]
-        table.add_row(*cells, Text(v["verdict"], style=VERDICT_STYLE.get(v["verdict"], "")))
+        table.add_row(*cells, Text(v["verdict"], style=VERDICT_STYLE.get(v["verdict"], "")),
+                      fmt(v.get("seconds_per_run"), 3))
     return table
 
 
@@ -104,3 +105,26 @@ def print_tables(console: Console, rows: list[dict[str, Any]], verdicts: list[di
     if verdicts:
         console.print(verdict_table(verdicts))
         console.print(rule_text())
+
+
+def catalogue_markdown(items: list[dict[str, Any]]) -> str:
+    """The measure catalogue as a Markdown page, one section per family."""
+    lines = ["# Measures", "",
+             f"{len(items)} registered measures (`audit list measures`). W_i are the weight tensors of the linear "
+             "and conv layers, biases excluded, batch norm folded; the model is measured in eval mode on the exact "
+             "fitted train set. *log*: reported as a natural log. *invariant*: unchanged when a ReLU layer is "
+             "multiplied by c > 0 and the next divided by c. Direction ↑: larger = more complex.", ""]
+    families: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        families.setdefault(item["family"], []).append(item)
+    for family, members in families.items():
+        lines += [f"## {family}", "", "| measure | formula | dir | log | invariant | needs | cost | settings | reference |",
+                  "| --- | --- | :-: | :-: | :-: | --- | --- | --- | --- |"]
+        for m in members:
+            arrow = "↑" if m["direction"].startswith("larger") else "↓"
+            settings = ", ".join(f"{k}={v}" for k, v in m["settings"].items()) or "—"
+            cells = [f"`{m['name']}`", m["formula"], arrow, "yes" if m["log"] else "", "yes" if m["invariant"] else "",
+                     ", ".join(m["needs"]), m["cost"], settings, m["reference"]]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append("")
+    return "\n".join(lines)

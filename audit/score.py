@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import measures
@@ -87,7 +88,8 @@ def _score_run(path: Path, todo: list[str], settings: dict[str, dict[str, Any]],
             result = measures.evaluate(ctx, name, settings[name])
             record.measures[name] = {"value": result.value, "seconds": result.seconds,
                                      "version": measures.get(name).version,
-                                     "settings": json.dumps(settings[name], sort_keys=True), "reason": result.reason}
+                                     "settings": json.dumps(settings[name], sort_keys=True), "reason": result.reason,
+                                     "detail": {k: np.asarray(v) for k, v in result.detail.items()}}
         write_run(path, record)
         torch.cuda.empty_cache() if ctx.device.type == "cuda" else None
     return record

@@ -82,7 +82,10 @@ def _plain(value: Any) -> Any:
 
 def _write_arrays(group: h5py.Group, arrays: dict[str, np.ndarray]) -> None:
     for name, array in arrays.items():
-        group.create_dataset(name, data=np.asarray(array))
+        array = np.asarray(array)
+        if array.dtype == object:  # strings (layer names)
+            array = array.astype(h5py.string_dtype())
+        group.create_dataset(name, data=array)
 
 
 def _read_arrays(group: h5py.Group) -> dict[str, np.ndarray]:

@@ -68,6 +68,7 @@ def run_rows(records: list[RunRecord], names: list[str]) -> list[dict[str, Any]]
             "status": record.status, "fitted": record.fitted, "train_acc": train_acc, "test_acc": test_acc,
             "gap": gap, "epochs": attrs.get("epochs"), "steps_to_fit": attrs.get("steps_to_fit"),
             "measures": {name: measure_value(record, name) for name in names},
+            "seconds": {name: record.measures[name].get("seconds") for name in names if name in record.measures},
         })
     order = {name: i for i, name in enumerate(("true", "corrupt", "random-labels", "shuffled-pixels",
                                                "random-pixels", "gaussian"))}
@@ -104,8 +105,9 @@ def judge_family(rows: list[dict[str, Any]], name: str, direction: int) -> dict[
     auc = None if constant else pairwise_auc(by_variant.get("random-labels", []), by_variant.get("true", []))
     trend = None if constant else kendall([r["corrupt"] for r in label_axis], [r["measures"][name] for r in label_axis])
     tau = None if constant else kendall([r["measures"][name] for r in with_gap], [r["gap"] for r in with_gap])
+    seconds = [r["seconds"][name] for r in rows if r.get("seconds", {}).get(name) is not None]
     return {"measure": name, "family": rows[0]["family"] if rows else None, "runs": len(runs),
-            "medians": medians, "auc": auc, "trend": trend, "tau": tau,
+            "seconds_per_run": sum(seconds) / len(seconds) if seconds else None, "medians": medians, "auc": auc, "trend": trend, "tau": tau,
             "verdict": verdict_of(auc, trend, direction)}
 
 

@@ -137,6 +137,12 @@ class Result:
     value: float | None
     seconds: float
     reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)  # per-layer values etc., arrays or numbers
+
+
+def keep_detail(ctx: Context, name: str, **values: Any) -> None:
+    """Keep per-layer (or other) detail beside a measure's scalar; it is stored with the cached value."""
+    ctx.cache.setdefault(f"detail:{name}", {}).update(values)
 
 
 def get(name: str) -> Measure:
@@ -148,7 +154,8 @@ def get(name: str) -> Measure:
 
 def names(default_only: bool = False) -> list[str]:
     _load_families()
-    return [n for n, m in MEASURES.items() if m.default or not default_only]
+    ordered = sorted(MEASURES.values(), key=lambda m: FAMILIES.index(m.family))  # stable: registration order within
+    return [m.name for m in ordered if m.default or not default_only]
 
 
 def resolved_settings(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -170,14 +177,16 @@ def evaluate(ctx: Context, name: str, overrides: dict[str, Any] | None = None) -
     measure_ = get(name)
     settings = resolved_settings(name, overrides)
     start = time.perf_counter()
+    ctx.cache.pop(f"detail:{name}", None)
     try:
         value = float(measure_.fn(ctx, **settings))
     except Undefined as why:
         return Result(None, time.perf_counter() - start, str(why))
     seconds = time.perf_counter() - start
+    detail = ctx.cache.pop(f"detail:{name}", {})
     if not math.isfinite(value):
-        return Result(None, seconds, f"not finite ({value})")
-    return Result(value, seconds)
+        return Result(None, seconds, f"not finite ({value})", detail)
+    return Result(value, seconds, None, detail)
 
 
 def compute(model: nn.Module, names_: list[str], train: tuple[torch.Tensor, torch.Tensor] | None = None,

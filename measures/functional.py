@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
+
+# torch's forward-mode AD loads its decompositions through torch.jit.script, which warns on every first use
+warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
 
 Params = dict[str, torch.Tensor]
 CHUNK = 4096

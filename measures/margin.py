@@ -35,7 +35,8 @@ def positive_margin(ctx: Context, percentile: float) -> float:
     return gamma
 
 
-@measure("margin", family="margin", needs=("weights", "train"), direction=-1, cost="pass", settings=PERCENTILE,
+@measure("margin", family="margin", needs=("weights", "train"), direction=-1, cost="pass", invariant=True,
+         settings=PERCENTILE,
          reference="Bartlett et al. 2017; Jiang et al. 2020 (10th percentile)",
          formula="γ = q-th percentile over the train set of f(x)_y − max_{j≠y} f(x)_j (negative values kept)")
 def margin(ctx: Context, percentile: float) -> float:

@@ -1,0 +1,130 @@
+"""Curvature of the train loss at the final weights: top eigenvalue and trace of the Hessian.
+
+The Hessian is of the mean cross-entropy on a seeded subset of the fitted train set with respect to all
+parameters (weights and biases), used only through Hessian-vector products (torch.func, forward-over-reverse).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+from torch import nn
+
+from measures import Context, Undefined, check_memory, keep_detail, measure
+from measures.functional import Params, flat, hvp_fn, params_of, subset, unflat
+
+TOP = {"samples": 2048, "seed": 0, "tol": 1e-3, "maxiter": 100}
+TRACE = {"samples": 2048, "seed": 0, "probes": 64, "chunk": 8}
+REFERENCE_TOP = "Keskar et al. 2017 (sharp minima); Yao et al. 2020, PyHessian; Jiang et al. 2020"
+REFERENCE_TRACE = "Hutchinson 1990; Yao et al. 2020, PyHessian (Hessian trace)"
+
+
+def activations_per_example(model: nn.Module, x: torch.Tensor) -> int:
+    """Elements of every leaf module's output (and the input) for one example."""
+    sizes = [x[:1].numel()]
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor):
+            sizes.append(output.numel())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sum(sizes)
+
+
+def hvp_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """A rough bound on the device memory of one HVP over x.
+
+    loss_at sums its chunks before the gradient, so the activations of all of x are held at once; forward-over-
+    reverse keeps primal and tangent of each saved activation and of its gradient (≈ 4×, 6 for slack). The
+    parameters, their gradient, tangents and products are held a few times over (10 × 8 bytes each).
+    """
+    element = next(model.parameters()).element_size()
+    n_params = sum(p.numel() for p in model.parameters())
+    return n_params * 8 * 10 + 6 * activations_per_example(model, x) * len(x) * element
+
+
+def hessian_setup(ctx: Context, name: str, samples: int, seed: int, copies: int = 1,
+                  hint: str = "") -> tuple[Params, Callable[[Params], Params]]:
+    """The parameters and v ↦ Hv on the seeded subset, after checking memory for `copies` HVPs at once."""
+    x, y = ctx.require_train()
+    x, y = subset(x, y, samples, seed)
+    check_memory(name, hvp_bytes(ctx.model, x) * copies, ctx.device,
+                 f"lower --set {name}.samples= (now {len(x)} train examples){hint}")
+    params = params_of(ctx.model)
+    return params, hvp_fn(ctx.model, params, x, y)
+
+
+def stacked(vectors: torch.Tensor, like: Params) -> Params:
+    """Rows of a (k, n) matrix as k stacked parameter dicts: each entry has a leading axis k."""
+    out, start = {}, 0
+    for name, p in like.items():
+        out[name] = vectors[:, start:start + p.numel()].reshape(len(vectors), *p.shape)
+        start += p.numel()
+    return out
+
+
+@measure("hessian-top", family="curvature", needs=("weights", "train"), direction=1, cost="heavy", default=False,
+         settings=TOP, reference=REFERENCE_TOP,
+         formula="largest eigenvalue of ∇²_θ L(θ), L the mean train cross-entropy on `samples` seeded train "
+                 "examples, θ all weights and biases; Lanczos (scipy eigsh, k=1, which=LA) on Hessian-vector "
+                 "products to relative tolerance `tol`, at most `maxiter` restarts, v0 seeded")
+def hessian_top(ctx: Context, samples: int, seed: int, tol: float, maxiter: int) -> float:
+    params, hvp = hessian_setup(ctx, "hessian-top", samples, seed)
+    like = next(iter(params.values()))
+    n = sum(p.numel() for p in params.values())
+    if n < 2:
+        raise Undefined("Lanczos needs at least 2 parameters")
+
+    def matvec(v: np.ndarray) -> np.ndarray:
+        vector = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).reshape(-1))
+        product = hvp(unflat(vector.to(device=like.device, dtype=like.dtype), params))
+        return flat(product).detach().double().cpu().numpy()
+
+    operator = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+    v0 = np.random.default_rng(seed).standard_normal(n)
+    try:
+        values = eigsh(operator, k=1, which="LA", tol=tol, maxiter=maxiter, v0=v0, return_eigenvectors=False)
+    except ArpackNoConvergence:
+        raise Undefined(f"Lanczos did not converge to tolerance {tol:g} in {maxiter} restarts") from None
+    return float(values[0])
+
+
+@measure("hessian-trace", family="curvature", needs=("weights", "train"), direction=1, cost="heavy",
+         default=False, settings=TRACE, reference=REFERENCE_TRACE,
+         formula="tr ∇²_θ L(θ) ≈ (1/probes) Σ_k z_kᵀ ∇²L z_k, Hutchinson's estimator with a fixed number of "
+                 "seeded Rademacher probes z_k (HVPs vmapped `chunk` probes at a time); L the mean train cross-entropy on `samples` seeded train "
+                 "examples, θ all weights and biases")
+def hessian_trace(ctx: Context, samples: int, seed: int, probes: int, chunk: int) -> float:
+    if probes < 1 or chunk < 1:
+        raise Undefined("needs at least one probe and a chunk of at least one")
+    chunk = min(chunk, probes)
+    params, hvp = hessian_setup(ctx, "hessian-trace", samples, seed, copies=chunk,
+                                hint=f" or --set hessian-trace.chunk= (now {chunk})")
+    like = next(iter(params.values()))
+    n = sum(p.numel() for p in params.values())
+    batched_hvp = torch.func.vmap(hvp)
+    generator = torch.Generator().manual_seed(seed)
+    values = []
+    for start in range(0, probes, chunk):
+        # one draw per probe, so the probes do not depend on the chunk size
+        z = torch.stack([torch.randint(0, 2, (n,), generator=generator) * 2 - 1
+                         for _ in range(min(chunk, probes - start))]).to(device=like.device, dtype=like.dtype)
+        products = batched_hvp(stacked(z, params))
+        hz = torch.cat([products[name].reshape(len(z), -1) for name in params], dim=1)
+        values.append((z.double() * hz.detach().double()).sum(dim=1).cpu())
+    values = torch.cat(values).numpy()
+    # The estimate stops at a fixed number of probes; its standard error is kept for whoever reports it.
+    stderr = float(values.std(ddof=1) / math.sqrt(probes)) if probes > 1 else math.nan
+    ctx.cache["hessian-trace-stderr"] = stderr
+    keep_detail(ctx, "hessian-trace", stderr=stderr, probe_values=values)
+    return float(values.mean())
