@@ -48,14 +48,22 @@ def batched_outputs(model: nn.Module, stacked: Params, x: torch.Tensor) -> torch
 
 def batched_metric(model: nn.Module, stacked: Params, x: torch.Tensor, y: torch.Tensor,
                    chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample (k,) mean cross-entropy and accuracy of k stacked weight samples on (x, y)."""
+    """Per-sample (k,) mean cross-entropy and accuracy of k stacked weight samples on (x, y).
+
+    On a GPU the k samples run as one vmapped batch. On the CPU a loop over samples is faster (measured 4× on
+    an MLP of 512: the batched activations leave the cache, and elementwise work becomes memory-bound)."""
     k = next(iter(stacked.values())).shape[0]
     loss = torch.zeros(k, device=x.device)
     correct = torch.zeros(k, device=x.device)
+    buffers = buffers_of(model)
     with torch.no_grad():
         for start in range(0, len(x), chunk):
-            logits = batched_outputs(model, stacked, x[start:start + chunk]).float()
-            target = y[start:start + chunk]
+            xb, target = x[start:start + chunk], y[start:start + chunk]
+            if x.device.type == "cuda":
+                logits = batched_outputs(model, stacked, xb).float()
+            else:
+                logits = torch.stack([functional_call(model, ({n: p[i] for n, p in stacked.items()}, buffers), (xb,))
+                                      for i in range(k)]).float()
             loss += F.cross_entropy(logits.permute(0, 2, 1), target.expand(k, -1), reduction="none").sum(1)
             correct += (logits.argmax(-1) == target).sum(1)
     return loss / len(x), correct / len(x)
