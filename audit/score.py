@@ -75,7 +75,7 @@ def score_store(store: Store, names: list[str], ops: Operational = Operational()
             except RunLocked as err:
                 errors.append(f"{path}: not scored now, {err}")
             except WorkError as err:
-                errors.append(str(err))
+                errors.append(str(err) if str(path) in str(err) else f"{path}: {err}")
         records.append(record)
     return ScoreOutcome(records, errors)
 
