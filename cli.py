@@ -40,7 +40,7 @@ typer_click_exceptions.UsageError.show = _show_usage_error_in_one_line
 
 
 def out_console() -> Console:
-    width = shutil.get_terminal_size((160, 40)).columns if sys.stdout.isatty() else 160
+    width = shutil.get_terminal_size((200, 40)).columns if sys.stdout.isatty() else 200
     return Console(width=max(width, 100), soft_wrap=False)
 
 
@@ -81,6 +81,10 @@ def main_options(
 # ---------------------------------------------------------------- shared options
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
+CorrectionOpt = Annotated[str, typer.Option(help="Multiple-testing correction of the p-values: holm, bh or none.")]
+CsvOpt = Annotated[Optional[Path], typer.Option("--csv", help="Also write every statistic, a row per measure and "
+                                                              "family, to this CSV file.")]
+MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="Print the verdict table as Markdown.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 DataDirOpt = Annotated[Optional[Path], typer.Option(
     "--data-dir", help="Folder of downloaded datasets (torchvision layout); default ~/.cache/audit/data.")]
@@ -154,27 +158,47 @@ def parse_settings(values: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def score_and_report(store: Any, names: list[str], ops: Any, as_json: bool, reporter: Reporter,
+def score_and_report(store: Any, names: list[str], ops: Any, output: "Output", reporter: Reporter,
                      settings: dict[str, dict[str, Any]], recompute: bool = False, show: list[str] | None = None,
                      extra_errors: list[str] | None = None) -> int:
     from audit.score import score_store
-    from audit.verdict import judge, run_rows
+    from audit.verdict import run_rows
 
     outcome = score_store(store, names, ops, settings, recompute=recompute, on_run=reporter.on_score)
     errors = (extra_errors or []) + outcome.errors
     rows = run_rows(outcome.records, names)
-    verdicts = judge(rows, names)
-    emit(store, rows, verdicts, errors, as_json, show if show is not None else [])
+    emit(store, rows, names, errors, output, show if show is not None else [])
     failed = errors or any(r["status"] == "diverged" for r in rows)
     return 1 if failed else 0
 
 
-def emit(store: Any, rows: list[dict[str, Any]], verdicts: list[dict[str, Any]], errors: list[str],
-         as_json: bool, show: list[str]) -> None:
-    if as_json:
-        print(report.dumps(report.document(str(store.root), rows, verdicts, errors)))
+class Output:
+    """How results are printed: a table (default), one JSON document, Markdown, and optionally a CSV file."""
+
+    def __init__(self, as_json: bool = False, markdown: bool = False, csv: Optional[Path] = None,
+                 correction: str = "holm") -> None:
+        from audit.verdict import CORRECTIONS
+
+        if correction not in CORRECTIONS:
+            raise UsageError(f"unknown correction '{correction}': use one of {', '.join(CORRECTIONS)}")
+        if as_json and markdown:
+            raise UsageError("--json and --markdown are exclusive: choose one")
+        self.as_json, self.markdown, self.csv, self.correction = as_json, markdown, csv, correction
+
+
+def emit(store: Any, rows: list[dict[str, Any]], names: list[str], errors: list[str], output: Output,
+         show: list[str]) -> None:
+    from audit.verdict import judge
+
+    judgement = judge(rows, names, output.correction)
+    if output.csv is not None:
+        report.write_csv(output.csv, judgement)
+    if output.as_json:
+        print(report.dumps(report.document(str(store.root), rows, judgement, errors)))
+    elif output.markdown:
+        print(report.markdown_table(judgement))
     else:
-        report.print_tables(out_console(), rows, verdicts, show, str(store.root))
+        report.print_tables(out_console(), rows, judgement, show, str(store.root))
     for line in errors:
         print(f"audit: {line}", file=sys.stderr)
 
@@ -217,6 +241,7 @@ def run(
     checkpoint_every: Annotated[int, typer.Option(help="Epochs between checkpoints.")] = 1,
     data_dir: DataDirOpt = None,
     download: DownloadOpt = False,
+    correction: CorrectionOpt = "holm",
     as_json: JsonOpt = False,
 ) -> None:
     """Train every run of an experiment into its store (skipping complete runs, resuming the rest),
@@ -225,6 +250,7 @@ def run(
     from audit.store import create_store
     from audit.train import Operational, resolve_device
 
+    output = Output(as_json, correction=correction)
     spec = experiments.load(experiment)
     overrides = {"dataset": dataset, "model": model, "epochs": epochs, "train_size": train_size, "lr": lr,
                  "lr_decay": lr_decay, "momentum": momentum, "weight_decay": weight_decay,
@@ -243,7 +269,7 @@ def run(
     with Reporter(quiet=False) as reporter:
         outcome = run_grid(spec, root, ops, on_run=reporter.on_run, on_epoch=reporter.on_epoch)
         store = create_store(root)
-        code = score_and_report(store, names, ops, as_json, reporter, {}, extra_errors=outcome.errors + outcome.skipped)
+        code = score_and_report(store, names, ops, output, reporter, {}, extra_errors=outcome.errors + outcome.skipped)
     raise typer.Exit(code)
 
 
@@ -257,19 +283,23 @@ def score(
     recompute: Annotated[bool, typer.Option(help="Ignore cached values.")] = False,
     device: DeviceOpt = "auto",
     data_dir: DataDirOpt = None,
+    correction: CorrectionOpt = "holm",
+    csv: CsvOpt = None,
+    markdown: MarkdownOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Compute measures on every complete run of a store, cache them in the run files, and print them
     per run with their verdicts. Without --measure, the default set."""
     from audit.train import Operational, resolve_device
 
+    output = Output(as_json, markdown, csv, correction)
     names = resolve_names(measure, all_measures)
     settings = parse_settings(setting)
     resolve_device(device)
     target = store_path(store)
     ops = Operational(device=device, data_dir=data_dir)
     with Reporter(quiet=False) as reporter:
-        code = score_and_report(target, names, ops, as_json, reporter, settings, recompute,
+        code = score_and_report(target, names, ops, output, reporter, settings, recompute,
                                 show=names if len(names) <= 6 else [])
     raise typer.Exit(code)
 
@@ -279,12 +309,18 @@ def score(
 def report_command(
     store: Annotated[Optional[Path], typer.Argument(help="Store directory (default: the latest under ./audit-runs).")] = None,
     measure: Annotated[list[str], typer.Option(help="Show only this measure, run by run (repeatable).")] = [],
+    correction: CorrectionOpt = "holm",
+    csv: CsvOpt = None,
+    markdown: MarkdownOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print the runs and verdicts of a store from its cached measures (computes nothing)."""
+    """Print the runs and verdicts of a store from its cached measures (computes nothing): per measure, the
+    randomization test (auc with its interval, trend with its corrected p, input-axis comparisons) beside the
+    hyperparameter protocols (Kendall tau, granulated psi, sign-error, CMI with its sign)."""
     from audit.grid import open_for_report
-    from audit.verdict import judge, run_rows
+    from audit.verdict import run_rows
 
+    output = Output(as_json, markdown, csv, correction)
     target = store_path(store)
     for name in measure:
         measures.get(name)
@@ -293,7 +329,7 @@ def report_command(
                     key=measures.names().index)
     names = list(dict.fromkeys(measure)) or cached
     rows = run_rows(records, names)
-    emit(target, rows, judge(rows, names), errors, as_json, list(measure))
+    emit(target, rows, names, errors, output, list(measure))
     raise typer.Exit(1 if errors else 0)
 
 

@@ -54,7 +54,7 @@ def import_run(store: Store, spec: RunSpec, init_path: Path, final_path: Path) -
         spec=spec, status="complete", fitted=fitted, data=dict(data.record), init=init, final=state_arrays(model),
         history={k: np.asarray(v, dtype=np.float64) for k, v in history.items()},
         attrs={"imported": True, "train_acc": train_acc, "test_acc": test_acc, "train_loss": train_loss,
-               "test_loss": test_loss, "audit_version": audit.__version__, "torch_version": torch.__version__,
+               "test_loss": test_loss, "train_size": len(data.x_train), "test_size": len(data.x_test), "audit_version": audit.__version__, "torch_version": torch.__version__,
                "init_file": str(init_path), "final_file": str(final_path)})
     write_run(path, record)
     return read_run(path)

@@ -191,7 +191,8 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     n = len(x_train)
     record.attrs.update(device=str(device), torch_version=torch.__version__, audit_version=audit.__version__,
-                        python_version=platform.python_version(), threads=torch.get_num_threads())
+                        python_version=platform.python_version(), threads=torch.get_num_threads(),
+                        train_size=n, test_size=len(x_test))
 
     def log_row(epoch: int, step: int, lr: float, batch_sum: float, seconds: float) -> None:
         train_loss, train_acc = evaluate(model, x_train, y_train)

@@ -53,8 +53,41 @@ def test_run_report_and_score_print_the_same_document_shape(small_store):
     names = {v["measure"] for v in report["verdicts"]}
     assert {"params", "l2", "l2-margin", "steps-to-fit"} <= names
     by_name = {v["measure"]: v for v in report["verdicts"]}
-    assert by_name["params"]["auc"] is None and by_name["params"]["verdict"] == "fails"
-    assert "distinguishes" in report["rule"]
+    assert by_name["params"]["auc"] is None
+    assert next(s for s in report["summary"] if s["measure"] == "params")["verdict"] == "fails"
+    assert "distinguishes" in report["rule"] and "Holm" in report["rule"]["correction"]
+    assert report["header"]["runs"] == 6 and report["header"]["complete"] == 6
+
+
+def test_json_statistics_recompute_from_the_runs_in_the_same_document(small_store):
+    from scipy import stats
+
+    report = json.loads(invoke("report", small_store, "--json").stdout)
+    runs = report["runs"]
+    for verdict in report["verdicts"]:
+        name = verdict["measure"]
+        mine = [r for r in runs if r["family"] == verdict["family"] and r["measures"].get(name) is not None]
+        if verdict["auc"] is None:
+            continue
+        random_values = [r["measures"][name] for r in mine if r["variant"] == "random-labels"]
+        true_values = [r["measures"][name] for r in mine if r["variant"] == "true"]
+        wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in random_values for b in true_values)
+        assert verdict["auc"] == pytest.approx(wins / (len(random_values) * len(true_values)))
+        tau = stats.kendalltau([r["measures"][name] for r in mine], [r["gap"] for r in mine]).statistic
+        assert verdict["tau"] == pytest.approx(tau)
+
+
+def test_report_writes_csv_and_markdown(small_store, tmp_path):
+    import csv
+
+    result = invoke("report", small_store, "--markdown", "--csv", tmp_path / "v.csv")
+    assert result.exit_code == 0
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("| measure |") and len(lines) == 2 + len(json.loads(
+        invoke("report", small_store, "--json").stdout)["summary"])
+    with open(tmp_path / "v.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {"measure", "auc", "auc_p_adj", "trend_p_adj", "psi", "verdict"} <= set(rows[0])
 
 
 def test_report_measure_shows_one_measure_by_run(small_store):
