@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import shutil
@@ -85,6 +86,17 @@ CorrectionOpt = Annotated[str, typer.Option(help="Multiple-testing correction of
 CsvOpt = Annotated[Optional[Path], typer.Option("--csv", help="Also write every statistic, a row per measure and "
                                                               "family, to this CSV file.")]
 MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="Print the verdict table as Markdown.")]
+AtOpt = Annotated[Optional[str], typer.Option(
+    "--at", help="Judge at a keep point of training (e.g. loss:0.1: every run at the same train loss) instead of "
+                 "the end; the experiment must keep it (keep = [...] or run --keep).")]
+
+
+def check_point(at: Optional[str]) -> Optional[str]:
+    from audit.spec import parse_keep
+
+    if at is not None:
+        parse_keep([at], "--at")
+    return at
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 DataDirOpt = Annotated[Optional[Path], typer.Option(
     "--data-dir", help="Folder of downloaded datasets (torchvision layout); default ~/.cache/audit/data.")]
@@ -160,13 +172,13 @@ def parse_settings(values: list[str]) -> dict[str, dict[str, Any]]:
 
 def score_and_report(store: Any, names: list[str], ops: Any, output: "Output", reporter: Reporter,
                      settings: dict[str, dict[str, Any]], recompute: bool = False, show: list[str] | None = None,
-                     extra_errors: list[str] | None = None) -> int:
+                     extra_errors: list[str] | None = None, at: str | None = None) -> int:
     from audit.score import score_store
     from audit.verdict import run_rows
 
-    outcome = score_store(store, names, ops, settings, recompute=recompute, on_run=reporter.on_score)
+    outcome = score_store(store, names, ops, settings, recompute=recompute, on_run=reporter.on_score, at=at)
     errors = (extra_errors or []) + outcome.errors
-    rows = run_rows(outcome.records, names)
+    rows = run_rows(outcome.records, names, at)
     emit(store, rows, names, errors, output, show if show is not None else [])
     failed = errors or any(r["status"] == "diverged" for r in rows)
     return 1 if failed else 0
@@ -239,6 +251,8 @@ def run(
     all_measures: Annotated[bool, typer.Option("--all", help="Score every registered measure.")] = False,
     device: DeviceOpt = "auto",
     checkpoint_every: Annotated[int, typer.Option(help="Epochs between checkpoints.")] = 1,
+    keep: Annotated[Optional[str], typer.Option(
+        help="Comma-separated points of training whose weights are kept: epoch:N, loss:X (first reached).")] = None,
     data_dir: DataDirOpt = None,
     download: DownloadOpt = False,
     correction: CorrectionOpt = "holm",
@@ -261,7 +275,12 @@ def run(
     if checkpoint_every <= 0:
         raise UsageError(f"--checkpoint-every must be positive, got {checkpoint_every}")
     resolve_device(device)
-    ops = Operational(device=device, checkpoint_every=checkpoint_every, data_dir=data_dir, download=download)
+    if keep is not None:
+        from audit.spec import parse_keep
+
+        spec = dataclasses.replace(spec, keep=parse_keep([k.strip() for k in keep.split(",") if k.strip()], "--keep"))
+    ops = Operational(device=device, checkpoint_every=checkpoint_every, data_dir=data_dir, download=download,
+                      keep=spec.keep)
     root = out or store_name(spec, overrides)
     from audit.data import build_run_data
 
@@ -283,6 +302,7 @@ def score(
     recompute: Annotated[bool, typer.Option(help="Ignore cached values.")] = False,
     device: DeviceOpt = "auto",
     data_dir: DataDirOpt = None,
+    at: AtOpt = None,
     correction: CorrectionOpt = "holm",
     csv: CsvOpt = None,
     markdown: MarkdownOpt = False,
@@ -300,7 +320,7 @@ def score(
     ops = Operational(device=device, data_dir=data_dir)
     with Reporter(quiet=False) as reporter:
         code = score_and_report(target, names, ops, output, reporter, settings, recompute,
-                                show=names if len(names) <= 6 else [])
+                                show=names if len(names) <= 6 else [], at=check_point(at))
     raise typer.Exit(code)
 
 
@@ -309,6 +329,7 @@ def score(
 def report_command(
     store: Annotated[Optional[Path], typer.Argument(help="Store directory (default: the latest under ./audit-runs).")] = None,
     measure: Annotated[list[str], typer.Option(help="Show only this measure, run by run (repeatable).")] = [],
+    at: AtOpt = None,
     correction: CorrectionOpt = "holm",
     csv: CsvOpt = None,
     markdown: MarkdownOpt = False,
@@ -321,14 +342,16 @@ def report_command(
     from audit.verdict import run_rows
 
     output = Output(as_json, markdown, csv, correction)
+    check_point(at)
     target = store_path(store)
     for name in measure:
         measures.get(name)
     records, errors = open_for_report(target)
-    cached = sorted({n for r in records for n in r.measures if n in measures.names()},
-                    key=measures.names().index)
+    suffix = "" if at is None else f"@{at}"
+    stored = {key[: len(key) - len(suffix)] for r in records for key in r.measures if key.endswith(suffix)}
+    cached = [n for n in measures.names() if n in stored]
     names = list(dict.fromkeys(measure)) or cached
-    rows = run_rows(records, names)
+    rows = run_rows(records, names, at)
     emit(target, rows, names, errors, output, list(measure))
     raise typer.Exit(1 if errors else 0)
 

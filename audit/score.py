@@ -19,15 +19,16 @@ from audit.train import Operational, load_arrays, make_model, resolve_device
 from measures.layers import prepare
 
 
-def context_for(record: RunRecord, ops: Operational) -> measures.Context:
-    """The measure context of a stored run: its exact fitted train data and its init and final weights."""
+def context_for(record: RunRecord, ops: Operational, at: str | None = None) -> measures.Context:
+    """The measure context of a stored run: its exact fitted train data, its init weights and its final
+    weights (or the weights kept at the keep point `at`)."""
     device = resolve_device(ops.device)
     data = build_run_data(record.spec, ops.data_dir, ops.download)
     if data.record["fingerprint_train"] != record.data.get("fingerprint_train"):
         raise WorkError(f"{record.path}: the rebuilt train data do not match the data the run fitted "
                         "(fingerprint mismatch); the dataset files changed since it was trained")
     final = make_model(record.spec, data)
-    load_arrays(final, record.final)
+    load_arrays(final, record.final if at is None else record.kept[at]["weights"])
     init = make_model(record.spec, data)
     load_arrays(init, record.init)
     return measures.Context(model=prepare(final, device), init=prepare(init, device),
@@ -35,8 +36,13 @@ def context_for(record: RunRecord, ops: Operational) -> measures.Context:
                             spec=record.spec, record=record, raw_model=final, device=device)
 
 
-def is_cached(record: RunRecord, name: str, settings: dict[str, Any]) -> bool:
-    entry = record.measures.get(name)
+def cache_key(name: str, at: str | None) -> str:
+    """Measures at a keep point are cached as NAME@POINT, e.g. l2-margin@loss:0.1."""
+    return name if at is None else f"{name}@{at}"
+
+
+def is_cached(record: RunRecord, name: str, settings: dict[str, Any], at: str | None = None) -> bool:
+    entry = record.measures.get(cache_key(name, at))
     if entry is None:
         return False
     return (int(entry.get("version", -1)) == measures.get(name).version
@@ -54,8 +60,9 @@ Progress = Callable[[str, int, int], None]
 
 def score_store(store: Store, names: list[str], ops: Operational = Operational(),
                 overrides: dict[str, dict[str, Any]] | None = None, recompute: bool = False,
-                on_run: Progress | None = None) -> ScoreOutcome:
-    """Compute the named measures on every complete run of the store that lacks them, caching each value."""
+                on_run: Progress | None = None, at: str | None = None) -> ScoreOutcome:
+    """Compute the named measures on every complete run of the store that lacks them, caching each value;
+    with `at`, on the weights kept at that point of training (runs that never reached it are skipped)."""
     overrides = overrides or {}
     settings = {name: measures.resolved_settings(name, overrides.get(name)) for name in names}
     records, errors = [], []
@@ -68,10 +75,11 @@ def score_store(store: Store, names: list[str], ops: Operational = Operational()
         except WorkError as err:
             errors.append(str(err))
             continue
-        todo = [n for n in names if recompute or not is_cached(record, n, settings[n])]
-        if record.status == "complete" and todo:
+        todo = [n for n in names if recompute or not is_cached(record, n, settings[n], at)]
+        reached = at is None or at in record.kept
+        if record.status == "complete" and todo and reached:
             try:
-                record = _score_run(path, todo, settings, ops)
+                record = _score_run(path, todo, settings, ops, at)
             except RunLocked as err:
                 errors.append(f"{path}: not scored now, {err}")
             except WorkError as err:
@@ -80,13 +88,14 @@ def score_store(store: Store, names: list[str], ops: Operational = Operational()
     return ScoreOutcome(records, errors)
 
 
-def _score_run(path: Path, todo: list[str], settings: dict[str, dict[str, Any]], ops: Operational) -> RunRecord:
+def _score_run(path: Path, todo: list[str], settings: dict[str, dict[str, Any]], ops: Operational,
+               at: str | None) -> RunRecord:
     with run_lock(path):
         record = read_run(path)
-        ctx = context_for(record, ops)
+        ctx = context_for(record, ops, at)
         for name in todo:
             result = measures.evaluate(ctx, name, settings[name])
-            record.measures[name] = {"value": result.value, "seconds": result.seconds,
+            record.measures[cache_key(name, at)] = {"value": result.value, "seconds": result.seconds,
                                      "version": measures.get(name).version,
                                      "settings": json.dumps(settings[name], sort_keys=True), "reason": result.reason,
                                      "detail": {k: np.asarray(v) for k, v in result.detail.items()}}
@@ -95,8 +104,8 @@ def _score_run(path: Path, todo: list[str], settings: dict[str, dict[str, Any]],
     return record
 
 
-def measure_value(record: RunRecord, name: str) -> float | None:
-    entry = record.measures.get(name)
+def measure_value(record: RunRecord, name: str, at: str | None = None) -> float | None:
+    entry = record.measures.get(cache_key(name, at))
     if entry is None:
         return None
     value = entry.get("value")

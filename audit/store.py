@@ -44,6 +44,7 @@ class RunRecord:
     history: dict[str, np.ndarray] = field(default_factory=dict)
     resume: bytes | None = None
     measures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    kept: dict[str, dict[str, Any]] = field(default_factory=dict)  # tag → {"attrs": {...}, "weights": {...}}
     path: Path | None = None
 
     @property
@@ -139,6 +140,10 @@ def write_run(path: Path, record: RunRecord) -> None:
             _write_arrays(f.create_group("weights/init"), record.init)
             _write_arrays(f.create_group("weights/final"), record.final)
             _write_arrays(f.create_group("history"), record.history)
+            for tag, point in record.kept.items():
+                group = f.create_group(f"weights/kept/{tag}")
+                _set_attrs(group, point["attrs"])
+                _write_arrays(group, point["weights"])
             if record.resume is not None:
                 f.create_group("resume").create_dataset("state", data=np.void(record.resume))
             group = f.create_group("measures")
@@ -182,6 +187,9 @@ def read_run(path: Path, weights: bool = True) -> RunRecord:
                 if expected and weights_checksum(record.final) != expected:
                     raise WorkError(f"{path}: the final weights do not match their checksum; the file is "
                                     "corrupt (`audit run` retrains the run)")
+            for tag, group in f.get("weights/kept", {}).items():
+                record.kept[tag] = {"attrs": {k: _plain(v) for k, v in group.attrs.items()},
+                                    "weights": _read_arrays(group) if weights else {}}
     except WorkError:
         raise
     except (OSError, KeyError, ValueError, json.JSONDecodeError) as err:

@@ -41,6 +41,7 @@ class Operational:
     checkpoint_every: int = 1  # epochs between checkpoints
     data_dir: Path | None = None
     download: bool = False
+    keep: tuple[str, ...] = ()  # "epoch:N" / "loss:X": weights kept when the run first reaches the point
 
 
 def resolve_device(name: str) -> torch.device:
@@ -202,6 +203,16 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
         for key, value in row.items():
             history[key].append(float(value))
 
+    def keep_points() -> None:
+        """Keep the weights at every keep point reached by the latest evaluation and not kept before."""
+        epoch_now, loss_now = history["epoch"][-1], history["train_loss"][-1]
+        for tag in ops.keep:
+            kind, _, amount = tag.partition(":")
+            reached = epoch_now == float(amount) if kind == "epoch" else loss_now <= float(amount)
+            if reached and tag not in record.kept:
+                attrs = {c: history[c][-1] for c in ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc")}
+                record.kept[tag] = {"attrs": attrs, "weights": state_arrays(model)}
+
     def checkpoint(status: str) -> None:
         record.status = status
         record.final = state_arrays(model)
@@ -225,8 +236,11 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
         if lock is not None:
             touch_lock(lock)
 
+    if previous is not None:
+        record.kept = previous.kept
     if not history["epoch"]:
         log_row(0, 0, spec.lr, 0.0, 0.0)
+        keep_points()
     epoch, step = int(history["epoch"][-1]), int(history["step"][-1])
     status = outcome(spec, history)[0] if epoch > 0 else None
     model.train()
@@ -241,6 +255,7 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
         samples += n
         elapsed += time.perf_counter() - start
         log_row(epoch, step, lr, batch_sum.item(), elapsed)
+        keep_points()
         status = outcome(spec, history)[0]
         if on_epoch is not None:
             on_epoch(epoch, spec.epochs, history["train_acc"][-1])

@@ -100,14 +100,19 @@ def hyperparameters(spec: RunSpec) -> dict[str, Any]:
     return values
 
 
-def run_rows(records: list[RunRecord], names: list[str]) -> list[dict[str, Any]]:
-    """One plain row per run, in the shape of the JSON document."""
-    from audit.score import measure_value
+def run_rows(records: list[RunRecord], names: list[str], at: str | None = None) -> list[dict[str, Any]]:
+    """One plain row per run, in the shape of the JSON document. With `at` (a keep point such as loss:0.1),
+    accuracies, gap and measures are those at that point; runs that never reached it have none."""
+    from audit.score import cache_key, measure_value
 
     labels = family_labels([r.spec for r in records])
     rows = []
     for record in records:
         spec, attrs = record.spec, record.attrs
+        if at is not None:
+            point = record.kept.get(at, {}).get("attrs", {})
+            attrs = {**attrs, "train_acc": point.get("train_acc"), "test_acc": point.get("test_acc"),
+                     "epochs": int(point["epoch"]) if "epoch" in point else None}
         train_acc, test_acc = attrs.get("train_acc"), attrs.get("test_acc")
         gap = train_acc - test_acc if train_acc is not None and test_acc is not None else None
         rows.append({
@@ -116,8 +121,9 @@ def run_rows(records: list[RunRecord], names: list[str]) -> list[dict[str, Any]]
             "status": record.status, "fitted": record.fitted, "train_acc": train_acc, "test_acc": test_acc,
             "gap": gap, "epochs": attrs.get("epochs"), "steps_to_fit": attrs.get("steps_to_fit"),
             "test_size": attrs.get("test_size"), "hyperparameters": hyperparameters(spec),
-            "measures": {name: measure_value(record, name) for name in names},
-            "seconds": {name: record.measures[name].get("seconds") for name in names if name in record.measures},
+            "measures": {name: measure_value(record, name, at) for name in names},
+            "seconds": {name: record.measures[cache_key(name, at)].get("seconds") for name in names
+                        if cache_key(name, at) in record.measures},
         })
     order = {name: i for i, name in enumerate(("true", "corrupt", "random-labels") + INPUT_VARIANTS)}
     rows.sort(key=lambda r: (r["family"], order[r["variant"]], r["corrupt"] or 0.0, r["seed"], r["run_id"]))
