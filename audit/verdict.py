@@ -36,7 +36,8 @@ ALPHA = 0.05  # family-wise error rate of the corrected tests
 AUC_SEPARATES = 0.9  # oriented auc at or above this: the measure separates random from true labels
 AUC_INVERTED = 0.1  # oriented auc at or below this: it separates them the wrong way
 TREND_GROWS = 0.5  # oriented Kendall τ-b against p at or above this: it grows with the corruption
-MIN_SEEDS = 3  # fewest runs each of true and random-labels in a family for a verdict
+MIN_SEEDS = 3  # fewest runs each of true and random-labels for a verdict (in a family; pooled over families
+#               that have at least 2 of each for the overall verdict)
 BOOTSTRAP_MIN_RUNS = 5  # below this many runs per group, the auc interval is the exact Mann–Whitney null range
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
@@ -49,15 +50,18 @@ def rule(correction: str = "holm") -> dict[str, str]:
     """The rule in force, as printed under the table and written into the JSON."""
     method = {"holm": "Holm", "bh": "Benjamini–Hochberg", "none": "no"}[correction]
     return {
-        "distinguishes": f"in every judged family: oriented auc ≥ {AUC_SEPARATES}, oriented trend ≥ {TREND_GROWS}, "
-                         f"and the trend's corrected one-sided p ≤ {ALPHA}",
-        "inverted": f"oriented auc ≤ {AUC_INVERTED} in every judged family",
-        "unstable": "different verdicts in different families",
-        "insufficient": f"fewer than {MIN_SEEDS} complete runs each of true and random-labels, or a separation "
-                        "whose trend is not yet significant after correction: the note says how many more seeds",
+        "distinguishes": f"in every family with at least 2 runs each of true and random-labels: oriented auc ≥ {AUC_SEPARATES} and oriented trend ≥ "
+                         f"{TREND_GROWS}; and the families' one-sided trend p-values, combined (Stouffer, weights "
+                         f"√runs) and corrected across measures, ≤ {ALPHA}",
+        "inverted": f"oriented auc ≤ {AUC_INVERTED} in every family with at least 2 runs of each",
+        "unstable": "different effects (distinguishes, fails, inverted) in different families",
+        "insufficient": f"fewer than {MIN_SEEDS} complete runs each of true and random-labels (in a family; "
+                        "overall, pooled over the families with at least 2 of each), or a separation whose combined "
+                        "trend is not yet significant after correction: the note says how many more seeds",
         "fails": "otherwise, or when the statistics are undefined (a constant measure)",
         "oriented": "auc and trend are flipped for measures where smaller means more complex",
-        "correction": f"{method} correction across all measures and families, per kind of test",
+        "correction": f"{method} correction per kind of test: across measures for the combined and overall "
+                      "p-values, across the measures of a family for a family's own p-values",
         "auc": "fraction of (random-labels, true) run pairs where the measure is larger on random labels, ties ½; "
                f"interval by bootstrap over seeds ({BOOTSTRAP_RESAMPLES} resamples) when both groups have ≥ "
                f"{BOOTSTRAP_MIN_RUNS} runs, else (marked ~) the central 95% range of auc under the exact "
@@ -351,50 +355,93 @@ def adjust(pvalues: list[float | None], correction: str) -> list[float | None]:
     return out
 
 
-def seeds_needed(stat: dict[str, Any], tests: int) -> int:
-    """Seeds per variant the label axis would need for its trend to pass the corrected test (Kendall's
-    z ≈ 1.5·τ·sqrt(n))."""
-    tau = abs(stat["trend"] or 0.0)
-    if tau == 0:
+def seeds_needed(p: float | None, tests: int, families: list[dict[str, Any]]) -> int:
+    """Seeds per variant and family for a one-sided p to pass the corrected test, if the effect stays:
+    z grows with the square root of the number of runs."""
+    z_now = stats.norm.isf(p) if p is not None and 0 < p < 1 else 0.0
+    if z_now <= 0:
         return 0
-    z_needed = stats.norm.ppf(1 - ALPHA / max(tests, 1))
-    n_needed = (z_needed / (1.5 * tau)) ** 2
-    levels = max(stat["label_levels"], 2)
-    per_level = max(stat["n_true"], stat["n_random"], 1)
-    return max(1, math.ceil(n_needed / levels) - per_level)
+    z_needed = stats.norm.isf(ALPHA / max(tests, 1))
+    per_level = max(max(f["n_true"], f["n_random"]) for f in families)
+    return max(1, math.ceil(per_level * (z_needed / z_now) ** 2) - per_level)
 
 
-def family_verdict(stat: dict[str, Any], direction: int, tests: int) -> tuple[str, str]:
-    """(verdict, note) of one measure in one family, after correction."""
-    if stat["constant"]:
-        return "fails", "constant: the statistics are undefined, and no number of runs separates"
-    missing = {"true": MIN_SEEDS - stat["n_true"], "random-labels": MIN_SEEDS - stat["n_random"]}
-    if any(v > 0 for v in missing.values()):
-        need = ", ".join(f"{v} more seed{'s' * (v > 1)} of {k}" for k, v in missing.items() if v > 0)
-        return "insufficient", f"needs {need}"
-    if stat["auc"] is None:
-        return "fails", "the statistics are undefined"
+def effect(stat: dict[str, Any], direction: int) -> str:
+    """The randomization-test effect in one family, by the named thresholds alone."""
+    if stat["constant"] or stat["auc"] is None:
+        return "fails"
     oriented_auc = stat["auc"] if direction > 0 else 1.0 - stat["auc"]
     oriented_trend = None if stat["trend"] is None else stat["trend"] * direction
     if oriented_auc <= AUC_INVERTED:
-        return "inverted", "separates the wrong way"
+        return "inverted"
     if oriented_auc >= AUC_SEPARATES and oriented_trend is not None and oriented_trend >= TREND_GROWS:
-        p = stat.get("trend_p_adj")
-        if p is not None and p <= ALPHA:
-            return "distinguishes", ""
-        more = seeds_needed(stat, tests)
-        return "insufficient", f"separates, but the trend's corrected p = {p if p is None else f'{p:.2g}'} > " \
-                               f"{ALPHA}: about {more} more seed{'s' * (more > 1)} per variant"
-    return "fails", ""
+        return "distinguishes"
+    return "fails"
 
 
-def combine(verdicts: list[str]) -> str:
-    judged = {v for v in verdicts if v != "insufficient"}
-    if not judged:
-        return "insufficient"
-    if len(judged) == 1:
-        return judged.pop()
-    return "unstable"
+def missing_seeds(stat: dict[str, Any]) -> str:
+    """'' when the family has enough runs for a verdict, else what it lacks."""
+    if stat["constant"]:
+        return ""
+    missing = {"true": MIN_SEEDS - stat["n_true"], "random-labels": MIN_SEEDS - stat["n_random"]}
+    return ", ".join(f"{v} more seed{'s' * (v > 1)} of {k}" for k, v in missing.items() if v > 0)
+
+
+def family_verdict(stat: dict[str, Any], direction: int) -> tuple[str, str]:
+    """(verdict, note) of one measure in one family; its trend p corrected across the measures of the family."""
+    if stat["constant"]:
+        return "fails", "constant: the statistics are undefined, and no number of runs separates"
+    lacking = missing_seeds(stat)
+    if lacking:
+        return "insufficient", f"needs {lacking}"
+    kind = effect(stat, direction)
+    if kind == "distinguishes" and not (stat.get("trend_p_adj") is not None and stat["trend_p_adj"] <= ALPHA):
+        return "insufficient", "separates, but its trend is not significant after correction"
+    return kind, "separates the wrong way" if kind == "inverted" else ""
+
+
+def overall_verdict(mine: list[dict[str, Any]], direction: int, p_raw: float | None, p_adj: float | None,
+                    tests: int) -> tuple[str, list[str]]:
+    """One verdict per measure: the common effect of the families with enough runs, with the evidence of all
+    of them combined (Stouffer) and corrected across measures; different effects make it unstable."""
+    judged = [s for s in mine if s["constant"] or min(s["n_true"], s["n_random"]) >= 2]
+    if all(s["constant"] for s in mine) and mine:
+        return "fails", ["constant: the statistics are undefined"]
+    totals = {"true": sum(s["n_true"] for s in judged), "random-labels": sum(s["n_random"] for s in judged)}
+    lacking = {k: MIN_SEEDS - v for k, v in totals.items() if v < MIN_SEEDS}
+    if not judged or lacking:
+        need = ", ".join(f"{v} more run{'s' * (v > 1)} of {k}" for k, v in lacking.items()) or "runs"
+        return "insufficient", [f"needs {need} (families with at least 2 of each count)"]
+    kinds = {effect(s, direction) for s in judged}
+    if len(kinds) > 1:
+        by_kind: dict[str, list[str]] = defaultdict(list)
+        for s in judged:
+            by_kind[effect(s, direction)].append(s["family"])
+        common = max(by_kind, key=lambda k: len(by_kind[k]))
+        others = "; ".join(f"{k} in {', '.join(v)}" for k, v in by_kind.items() if k != common)
+        return "unstable", [f"{common} in {len(by_kind[common])} of {len(judged)} families; {others}"]
+    kind = kinds.pop()
+    if kind != "distinguishes":
+        notes = ["constant: the statistics are undefined"] if all(s["constant"] for s in judged) else []
+        return kind, notes
+    if p_adj is not None and p_adj <= ALPHA:
+        return "distinguishes", []
+    more = seeds_needed(p_raw, tests, judged)
+    shown = "undefined" if p_adj is None else f"{p_adj:.2g}"
+    return "insufficient", [f"separates, but the combined trend's corrected p = {shown} > {ALPHA}: about "
+                            f"{more} more seed{'s' * (more > 1)} per variant and family"]
+
+
+def combined_trend_p(mine: list[dict[str, Any]]) -> float | None:
+    """Stouffer's combination of the families' one-sided trend p-values, weighted by sqrt(runs)."""
+    present = [(s["trend_p"], s["runs"]) for s in mine if s.get("trend_p") is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0][0]
+    ps = np.clip([p for p, _ in present], 1e-300, 1 - 1e-16)
+    weights = np.sqrt([n for _, n in present])
+    return float(stats.combine_pvalues(ps, method="stouffer", weights=weights).pvalue)
 
 
 def judge(rows: list[dict[str, Any]], names: list[str], correction: str = "holm") -> dict[str, Any]:
@@ -407,8 +454,8 @@ def judge(rows: list[dict[str, Any]], names: list[str], correction: str = "holm"
     summaries: list[dict[str, Any]] = []
     for name in names:
         measure_ = measures.get(name)
-        for family_rows in families.values():
-            per_family.append(family_stats(family_rows, name, measure_.direction, measure_.log))
+        mine = [family_stats(family_rows, name, measure_.direction, measure_.log) for family_rows in families.values()]
+        per_family += mine
         runs = [r for r in complete if r["measures"].get(name) is not None and r["gap"] is not None]
         values, gaps = [r["measures"][name] for r in runs], [r["gap"] for r in runs]
         tau, tau_p = kendall(values, gaps)
@@ -419,23 +466,25 @@ def judge(rows: list[dict[str, Any]], names: list[str], correction: str = "holm"
         summaries.append({"measure": name, "measure_family": measure_.family, "direction": measure_.direction,
                           "medians": {k: median(v) for k, v in pooled.items()},
                           "tau": tau, "tau_p": tau_p, "tau_interval": tau_interval(values, gaps) if tau else None,
+                          "trend_p": combined_trend_p(mine),
                           "seconds_per_run": sum(seconds) / len(seconds) if seconds else None,
                           **sweep_stats(rows, name, measure_.direction)})
-    for key in ("auc_p", "trend_p", "tau_p"):
-        for stat, adjusted in zip(per_family, adjust([s.get(key) for s in per_family], correction)):
-            stat[f"{key}_adj"] = adjusted
-    for summary, adjusted in zip(summaries, adjust([s["tau_p"] for s in summaries], correction)):
-        summary["tau_p_adj"] = adjusted
-    tests = sum(s.get("trend_p") is not None for s in per_family)
+    for family in families:  # within a family, across the measures judged on it
+        stats_ = [s for s in per_family if s["family"] == family]
+        for key in ("auc_p", "trend_p", "tau_p"):
+            for stat, adjusted in zip(stats_, adjust([s.get(key) for s in stats_], correction)):
+                stat[f"{key}_adj"] = adjusted
+    for key in ("tau_p", "trend_p"):
+        for summary, adjusted in zip(summaries, adjust([s[key] for s in summaries], correction)):
+            summary[f"{key}_adj"] = adjusted
+    tests = sum(s["trend_p"] is not None for s in summaries)
     for stat in per_family:
-        stat["verdict"], stat["note"] = family_verdict(stat, measures.get(stat["measure"]).direction, tests)
+        stat["verdict"], stat["note"] = family_verdict(stat, measures.get(stat["measure"]).direction)
     for summary in summaries:
         mine = [s for s in per_family if s["measure"] == summary["measure"]]
-        summary["verdict"] = combine([s["verdict"] for s in mine])
+        summary["verdict"], summary["notes"] = overall_verdict(mine, summary["direction"], summary["trend_p"],
+                                                               summary["trend_p_adj"], tests)
         summary["families"] = {s["family"]: s["verdict"] for s in mine}
-        summary["notes"] = sorted({s["note"] for s in mine if s["note"]})
-        trend_ps = [s.get("trend_p_adj") for s in mine if s.get("trend_p_adj") is not None]
-        summary["trend_p_adj"] = max(trend_ps) if trend_ps else None  # intersection–union across families
         summary["strength"] = strength(mine, summary["direction"])
     summaries.sort(key=lambda s: (VERDICT_ORDER.index(s["verdict"]), -s["strength"]))
     return {"rule": rule(correction), "verdicts": per_family, "summary": summaries}

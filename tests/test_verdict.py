@@ -76,7 +76,7 @@ def test_too_few_runs_is_insufficient_and_says_how_many_more(registered):
                         lambda r: r["gap"])
     summary = judge(rows, ["equals-gap"])["summary"][0]
     assert summary["verdict"] == "insufficient"
-    assert summary["notes"] == ["needs 1 more seed of true"]
+    assert summary["notes"] == ["needs 1 more run of true (families with at least 2 of each count)"]
 
 
 def test_separation_without_significance_is_insufficient_with_an_estimate(registered):
