@@ -329,6 +329,8 @@ def score(
 def report_command(
     store: Annotated[Optional[Path], typer.Argument(help="Store directory (default: the latest under ./audit-runs).")] = None,
     measure: Annotated[list[str], typer.Option(help="Show only this measure, run by run (repeatable).")] = [],
+    paper: Annotated[Optional[str], typer.Option(
+        help="Print our numbers beside the paper's, row by row: table1 or fig1.")] = None,
     at: AtOpt = None,
     correction: CorrectionOpt = "holm",
     csv: CsvOpt = None,
@@ -343,6 +345,11 @@ def report_command(
 
     output = Output(as_json, markdown, csv, correction)
     check_point(at)
+    if paper is not None:
+        from audit.paper import PAPERS
+
+        if paper not in PAPERS:
+            raise UsageError(f"unknown paper comparison '{paper}': use one of {', '.join(PAPERS)}")
     target = store_path(store)
     for name in measure:
         measures.get(name)
@@ -352,7 +359,62 @@ def report_command(
     cached = [n for n in measures.names() if n in stored]
     names = list(dict.fromkeys(measure)) or cached
     rows = run_rows(records, names, at)
-    emit(target, rows, names, errors, output, list(measure))
+    if paper is not None:
+        print_paper(paper, rows, as_json)
+    else:
+        emit(target, rows, names, errors, output, list(measure))
+    raise typer.Exit(1 if errors else 0)
+
+
+def print_paper(paper: str, rows: list[dict[str, Any]], as_json: bool) -> None:
+    from rich.table import Table
+
+    from audit.paper import compare
+
+    lines = compare(paper, rows)
+    if as_json:
+        print(report.dumps({"paper": paper, "rows": lines}))
+        return
+    table = Table(title=f"ours beside Zhang et al. 2017, {paper}", title_justify="left")
+    for column in lines[0]:
+        table.add_column(column, justify="left" if column in ("model", "variant", "quantity") else "right")
+    for line in lines:
+        table.add_row(*(report.fmt(v, 2) for v in line.values()))
+    console = out_console()
+    console.print(table)
+    console.print("— : no matching complete run in this store. Figure 1 values are read off the figure (≈).")
+
+
+@app.command()
+@guarded
+def plot(
+    store: Annotated[Optional[Path], typer.Argument(help="Store directory (default: the latest under ./audit-runs).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the figures (default STORE/figures).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="png, svg or pdf.")] = "png",
+    measure: Annotated[list[str], typer.Option(help="Also plot this measure against p (repeatable; default: "
+                                                     "every cached measure).")] = [],
+) -> None:
+    """Write the paper's Figure 1 panels from a store (1a training loss against steps per variant, 1b time to
+    fit relative to true labels against p, 1c test error against p with chance marked) and each measure
+    against p with seeds as points. Needs matplotlib: pip install -e '.[plot]'."""
+    from audit.grid import open_for_report
+    from audit.plots import pyplot, write_figures
+    from audit.verdict import run_rows
+
+    pyplot()  # a missing matplotlib is a usage error before any work
+    target = store_path(store)
+    for name in measure:
+        measures.get(name)
+    records, errors = open_for_report(target)
+    stored = {key for r in records for key in r.measures}
+    names = list(dict.fromkeys(measure)) or [n for n in measures.names() if n in stored]
+    rows = run_rows(records, names)
+    classes = 100 if any(r.spec.dataset == "cifar100" for r in records) else 10
+    written = write_figures(records, rows, names, out or target.root / "figures", fmt, classes)
+    for path in written:
+        print(path)
+    for line in errors:
+        print(f"audit: {line}", file=sys.stderr)
     raise typer.Exit(1 if errors else 0)
 
 
@@ -509,12 +571,20 @@ def list_datasets(as_json: JsonOpt = False) -> None:
 @list_app.command("experiments")
 @guarded
 def list_experiments(as_json: JsonOpt = False) -> None:
-    """The shipped experiments and how many runs each has."""
+    """The shipped experiments, how many runs each has, and its rough cost: an upper bound in which every run
+    trains its whole epoch budget (runs stop earlier once fitted)."""
+    from audit.cost import estimate
+
     items = []
     for name in experiments.names():
         spec = experiments.load(name)
-        items.append({"name": name, "runs": len(spec.expand()), "store": spec.store, "description": spec.description})
-    print_items(items, as_json, ["name", "runs", "description"])
+        cost = estimate(spec)
+        items.append({"name": name, "runs": cost["runs"], "store": spec.store, "description": spec.description,
+                      "max_pflop": round(cost["max_pflop"], 3), "cpu_hours_at_most": round(cost["cpu_hours"], 2),
+                      "gpu_hours_at_most": round(cost["gpu_hours"], 3)})
+    print_items(items, as_json, ["name", "runs", "max_pflop", "cpu_hours_at_most", "gpu_hours_at_most",
+                                 "description"],
+                note="cost: every run at its full epoch budget, 30 GFLOP/s on 2 CPU cores, 100 TFLOP/s on a GPU")
 
 
 def print_items(items: list[dict[str, Any]], as_json: bool, columns: list[str], note: str = "") -> None:

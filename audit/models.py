@@ -1,7 +1,9 @@
 """The model registry: names → builders for any input shape and number of classes.
 
 `mlp-DxW` is any depth D and width W (mlp-1x512 and mlp-3x512 are the paper's); dropout, when
-asked for, follows every hidden ReLU.
+asked for, follows every hidden ReLU. The paper's small AlexNet and small Inception (REFERENCE.md §1)
+take any (C, H, W) input; dropout, when asked for, acts on the input of every fully connected layer.
+Modules are registered in forward order, so measures that walk `named_modules()` see layers in order.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from audit.errors import UsageError, unknown_name
@@ -49,7 +52,124 @@ def _mlp_entry(name: str) -> ModelEntry:
             input_shape, num_classes, depth, width, dropout))
 
 
+# ---------------------------------------------------------------- the paper's conv nets
+
+def _image_shape(name: str, input_shape: tuple[int, ...], min_size: int) -> tuple[int, int, int]:
+    if len(input_shape) != 3:
+        raise UsageError(f"model '{name}' needs image inputs (C, H, W), got shape {tuple(input_shape)}")
+    channels, height, width = (int(d) for d in input_shape)
+    if min(height, width) < min_size:
+        raise UsageError(f"model '{name}' needs images of at least {min_size}×{min_size}, got {height}×{width}")
+    return channels, height, width
+
+
+class MaxPool2dSame(nn.MaxPool2d):
+    """Max pooling with TensorFlow's 'same' padding: output ceil(in / stride), and when the padding is odd
+    the extra row and column go at the bottom and right (PyTorch's symmetric padding would shift the
+    windows of even-sized inputs by one pixel)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.kernel_size, self.stride
+        pads = []
+        for size in (x.shape[-1], x.shape[-2]):  # F.pad takes the last dimension first
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return F.max_pool2d(F.pad(x, pads, value=float("-inf")), k, s)
+
+
+def _pooled(size: int) -> int:
+    return math.ceil(size / 2)
+
+
+def alexnet_small(input_shape: tuple[int, ...], num_classes: int, dropout: float = 0.0) -> nn.Module:
+    """[conv 5×5 64 'same' + bias → ReLU → max pool 3×3/2 'same' → LRN] ×2 → FC 384 → FC 192 → FC classes."""
+    channels, height, width = _image_shape("alexnet-small", input_shape, 1)
+
+    def block(in_channels: int) -> list[nn.Module]:
+        return [nn.Conv2d(in_channels, 64, 5, padding=2), nn.ReLU(), MaxPool2dSame(3, 2),
+                nn.LocalResponseNorm(size=9, alpha=0.001, beta=0.75, k=1.0)]
+
+    def fc(size_in: int, size_out: int) -> list[nn.Module]:
+        return ([nn.Dropout(dropout)] if dropout > 0 else []) + [nn.Linear(size_in, size_out)]
+
+    flat = 64 * _pooled(_pooled(height)) * _pooled(_pooled(width))
+    return nn.Sequential(*block(channels), *block(64), nn.Flatten(),
+                         *fc(flat, 384), nn.ReLU(), *fc(384, 192), nn.ReLU(), *fc(192, num_classes))
+
+
+class Shift(nn.Module):
+    """A learned per-channel shift: batch norm's beta without its gamma (it takes the place of the conv bias)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bias.view(1, -1, *([1] * (x.dim() - 2)))
+
+
+class Concat(nn.Module):
+    """Branches applied to the same input, outputs concatenated on channels."""
+
+    def __init__(self, *branches: nn.Module) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([branch(x) for branch in self.branches], dim=1)
+
+
+def conv_module(in_channels: int, out_channels: int, kernel: int, stride: int, batchnorm: bool) -> nn.Sequential:
+    """conv → batch norm (no scale) + shift → ReLU; without batch norm, conv with bias → ReLU.
+    Stride 1 is 'same' padding, stride 2 'valid' (the downsample module's)."""
+    padding = kernel // 2 if stride == 1 else 0
+    if not batchnorm:
+        return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel, stride, padding), nn.ReLU())
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel, stride, padding, bias=False),
+                         nn.BatchNorm2d(out_channels, affine=False), Shift(out_channels), nn.ReLU())
+
+
+INCEPTION_LAYOUT = (("inception", 32, 32), ("inception", 32, 48), ("downsample", 80),
+                    ("inception", 112, 48), ("inception", 96, 64), ("inception", 80, 80), ("inception", 48, 96),
+                    ("downsample", 96), ("inception", 176, 160), ("inception", 176, 160))
+
+
+def inception_small(input_shape: tuple[int, ...], num_classes: int, dropout: float = 0.0,
+                    batchnorm: bool = True) -> nn.Module:
+    """conv module 96 3×3 → the inception and downsample modules of INCEPTION_LAYOUT → global mean pool → FC."""
+    name = "inception-small" if batchnorm else "inception-small-nobn"
+    channels, _, _ = _image_shape(name, input_shape, 7)  # two 'valid' 3×3/2 downsamples need at least 7
+    layers: list[nn.Module] = [conv_module(channels, 96, 3, 1, batchnorm)]
+    channels = 96
+    for kind, *sizes in INCEPTION_LAYOUT:
+        if kind == "inception":
+            a, b = sizes
+            layers.append(Concat(conv_module(channels, a, 1, 1, batchnorm),
+                                 conv_module(channels, b, 3, 1, batchnorm)))
+            channels = a + b
+        else:
+            (c,) = sizes
+            layers.append(Concat(conv_module(channels, c, 3, 2, batchnorm), nn.MaxPool2d(3, 2)))
+            channels = c + channels
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(channels, num_classes))
+    return nn.Sequential(*layers)
+
+
 MODELS: dict[str, ModelEntry] = {name: _mlp_entry(name) for name in ("mlp-1x512", "mlp-3x512")}
+MODELS["alexnet-small"] = ModelEntry(
+    "alexnet-small", "small AlexNet: 2 × [conv 5×5 64, max pool 3×3/2, LRN], FC 384, FC 192",
+    lambda input_shape, num_classes, dropout=0.0, batchnorm=True: alexnet_small(input_shape, num_classes, dropout))
+MODELS["inception-small"] = ModelEntry(
+    "inception-small", "small Inception with batch norm (batchnorm=false gives inception-small-nobn)",
+    lambda input_shape, num_classes, dropout=0.0, batchnorm=True: inception_small(
+        input_shape, num_classes, dropout, batchnorm))
+MODELS["inception-small-nobn"] = ModelEntry(
+    "inception-small-nobn", "small Inception without batch norm (conv biases instead)",
+    lambda input_shape, num_classes, dropout=0.0, batchnorm=True: inception_small(
+        input_shape, num_classes, dropout, batchnorm=False))
 
 
 def _imported_entry(name: str) -> ModelEntry:

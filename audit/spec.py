@@ -138,11 +138,10 @@ def validate(spec: RunSpec) -> None:
     _check_type(spec, "corrupt", (float, int), none_ok=True)
     for name in ("corrupt_test", "batchnorm"):
         _check_type(spec, name, (bool,))
-    from audit.data import DATASETS
+    from audit.data import check_dataset_name
     from audit.models import model_entry
 
-    if spec.dataset not in DATASETS:
-        raise unknown_name("dataset", spec.dataset, list(DATASETS))
+    check_dataset_name(spec.dataset)
     model_entry(spec.model)
     if spec.variant not in VARIANTS:
         raise unknown_name("variant", spec.variant, list(VARIANTS))
@@ -201,14 +200,16 @@ class ExperimentSpec:
     grid: dict[str, list[Any]] = field(default_factory=dict)
     sweep: dict[str, list[Any]] = field(default_factory=dict)
     keep: tuple[str, ...] = ()  # "epoch:N" or "loss:X": weights kept when reached (operational, not in run ids)
+    runs: tuple[dict[str, Any], ...] = ()  # explicit rows (a paper's table), each over the base, then the axes
 
     def expand(self) -> list[RunSpec]:
-        """All run specs: the sweep axes (outermost), then the grid axes in the order given."""
+        """All run specs: for each explicit row (or the base alone), the sweep axes, then the grid axes."""
         axes = [(key, list(values)) for key, values in self.sweep.items()]
         axes += [(key, list(values)) for key, values in self.grid.items()]
         specs = []
-        for combo in itertools.product(*(values for _, values in axes)):
-            fields_ = dict(self.base)
+        for row, combo in itertools.product(self.runs or ({},),
+                                            itertools.product(*(values for _, values in axes))):
+            fields_ = {**self.base, **row}
             for (key, _), value in zip(axes, combo):
                 if key == "variants":
                     fields_["variant"], fields_["corrupt"] = parse_variant(value)
@@ -273,7 +274,7 @@ def parse_keep(values: Any, where: str) -> tuple[str, ...]:
 
 
 def experiment_from_dict(values: dict[str, Any], where: str) -> ExperimentSpec:
-    known = {"name", "description", "store", "base", "grid", "sweep", "keep"}
+    known = {"name", "description", "store", "base", "grid", "sweep", "keep", "runs"}
     for key in values:
         if key not in known:
             raise unknown_name("experiment key", key, sorted(known))
@@ -283,12 +284,19 @@ def experiment_from_dict(values: dict[str, Any], where: str) -> ExperimentSpec:
     for key in base:
         if key not in RUN_FIELDS:
             raise unknown_name("spec field", key, sorted(RUN_FIELDS))
+    runs = values.get("runs", [])
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise UsageError(f"{where}: runs must be an array of tables ([[runs]])")
+    for row in runs:
+        for key in row:
+            if key not in RUN_FIELDS:
+                raise unknown_name("spec field", key, sorted(RUN_FIELDS))
     grid = _normalize_axes(values.get("grid", {}), GRID_KEYS, "grid axis", where)
     sweep = _normalize_axes(values.get("sweep", {}), set(SWEEP_AXES), "sweep axis", where)
     name = values.get("name") or Path(where).stem
     spec = ExperimentSpec(name=name, description=values.get("description", ""),
                           store=values.get("store", name), base=dict(base), grid=grid, sweep=sweep,
-                          keep=parse_keep(values.get("keep", []), where))
+                          keep=parse_keep(values.get("keep", []), where), runs=tuple(dict(r) for r in runs))
     spec.expand()  # validates every run spec before any work starts
     return spec
 

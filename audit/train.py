@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import audit
+from audit.augment import Augmenter, make_augmenter
 from audit.data import RunData, build_run_data
 from audit.errors import UsageError, WorkError
 from audit.models import build_model
@@ -116,13 +117,15 @@ EpochCallback = Callable[[int, int, float], None]
 
 
 def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-              batch_size: int, order: torch.Generator) -> torch.Tensor:
-    """One pass over (x, y) in the order drawn from `order`; returns the sum of minibatch losses (on device)."""
+              batch_size: int, order: torch.Generator, augmenter: Augmenter | None = None) -> torch.Tensor:
+    """One pass over (x, y) in the order drawn from `order`, each batch augmented when an augmenter is given;
+    returns the sum of minibatch losses (on the device: no host synchronisation inside the epoch)."""
     perm = torch.randperm(len(x), generator=order).to(x.device)
     batch_sum = torch.zeros((), device=x.device)
     for first in range(0, len(x), batch_size):
         index = perm[first:first + batch_size]
-        loss = F.cross_entropy(model(x[index]), y[index])
+        inputs = x[index] if augmenter is None else augmenter(index)
+        loss = F.cross_entropy(model(inputs), y[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -162,6 +165,7 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
     init = state_arrays(model)
     optimizer = make_optimizer(spec, model)
     order = torch.Generator().manual_seed(derive_seed(spec.seed, "order"))
+    augment_rng = torch.Generator().manual_seed(derive_seed(spec.seed, "augment"))
     history: dict[str, list[float]] = {c: [] for c in HISTORY_COLUMNS}
     elapsed, samples = 0.0, 0
     record = RunRecord(spec=spec, data=dict(data.record), init=init)
@@ -179,6 +183,7 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
         model.to(device)
         optimizer.load_state_dict(state["optimizer"])
         order.set_state(state["order_rng"])
+        augment_rng.set_state(state["augment_rng"])
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
@@ -191,6 +196,8 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     n = len(x_train)
+    augmenter = make_augmenter(spec.augment, spec.preprocess, data.augment_source().to(device), data.input_shape[-1],
+                               augment_rng)
     record.attrs.update(device=str(device), torch_version=torch.__version__, audit_version=audit.__version__,
                         python_version=platform.python_version(), threads=torch.get_num_threads(),
                         train_size=n, test_size=len(x_test))
@@ -228,7 +235,7 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
         if status == "diverged":
             record.attrs["diverged_epoch"] = int(history["epoch"][-1])
         record.resume = None if status != "running" else pack_state({
-            "optimizer": optimizer.state_dict(), "order_rng": order.get_state(),
+            "optimizer": optimizer.state_dict(), "order_rng": order.get_state(), "augment_rng": augment_rng.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         })
@@ -249,7 +256,7 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
         lr = spec.lr * spec.lr_decay ** epoch
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch_sum = run_epoch(model, optimizer, x_train, y_train, spec.batch_size, order)
+        batch_sum = run_epoch(model, optimizer, x_train, y_train, spec.batch_size, order, augmenter)
         step += math.ceil(n / spec.batch_size)
         epoch += 1
         samples += n

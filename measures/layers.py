@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from audit.models import Shift
+
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -18,15 +20,24 @@ def prepare(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Fold every BatchNorm that directly follows a conv or linear layer in a Sequential (in place)."""
+    """Fold every BatchNorm, and every per-channel Shift after it, that directly follows a conv or linear layer
+    in a Sequential into that layer's weight and bias (in place); the folded modules become nn.Identity."""
     for module in model.modules():
         if not isinstance(module, nn.Sequential):
             continue
-        children = list(module._modules.items())
-        for (name_a, a), (name_b, b) in zip(children, children[1:]):
-            if isinstance(a, WEIGHTED) and isinstance(b, nn.modules.batchnorm._BatchNorm):
-                _fold_pair(a, b)
-                module._modules[name_b] = nn.Identity()
+        layer = None
+        for name, child in list(module._modules.items()):
+            if isinstance(child, WEIGHTED):
+                layer = child
+            elif (layer is not None and isinstance(child, nn.modules.batchnorm._BatchNorm)
+                  and child.running_var is not None):  # without running statistics eval uses the batch's
+                _fold_pair(layer, child)
+                module._modules[name] = nn.Identity()
+            elif layer is not None and isinstance(child, Shift):
+                _fold_shift(layer, child)
+                module._modules[name] = nn.Identity()
+            elif not isinstance(child, nn.Identity):
+                layer = None
     return model
 
 
@@ -41,6 +52,13 @@ def _fold_pair(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
     if layer.bias is None:
         layer.bias = nn.Parameter(torch.zeros_like(shift))
     layer.bias.mul_(scale).add_(shift)
+
+
+@torch.no_grad()
+def _fold_shift(layer: nn.Module, shift: nn.Module) -> None:
+    if layer.bias is None:
+        layer.bias = nn.Parameter(torch.zeros_like(shift.bias))
+    layer.bias.add_(shift.bias)
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

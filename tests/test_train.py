@@ -71,3 +71,41 @@ def test_a_complete_run_is_not_trained_again(tmp_path):
     first = train_run(spec, tmp_path / "c.h5")
     again = train_run(spec, tmp_path / "c.h5")
     assert again.attrs["train_seconds"] == first.attrs["train_seconds"]
+
+
+def test_augmentation_crops_and_flips_fresh_each_epoch_and_keeps_labels(tmp_path):
+    import torch
+
+    from audit.augment import make_augmenter, random_crops
+    from audit.data import centre_crop, whiten_per_image
+
+    images = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32)
+    crops = random_crops(images, 28, torch.Generator().manual_seed(0))
+    for i in range(2):  # every crop is a contiguous window of its own image, channels together
+        found = [(t, l) for t in range(5) for l in range(5) if torch.equal(images[i, :, t:t + 28, l:l + 28], crops[i])]
+        assert len(found) == 1
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))  # a ramp whitens alike anywhere
+    generator = torch.Generator().manual_seed(1)
+    paper = make_augmenter("crop", "paper", images, 28, generator)
+    first, second = paper(torch.tensor([0, 1])), paper(torch.tensor([0, 1]))
+    assert first.shape == (2, 3, 28, 28) and not torch.equal(first, second)  # a fresh crop every call
+    assert torch.allclose(first.reshape(2, -1).mean(1), torch.zeros(2), atol=1e-4)  # whitened after cropping
+    flips = make_augmenter("flip", "paper", images, 28, torch.Generator().manual_seed(2))
+    centre = whiten_per_image(centre_crop(images, 28))
+    outs = [flips(torch.tensor([0]))[0] for _ in range(20)]
+    assert any(torch.allclose(o, centre[0], atol=1e-5) for o in outs)
+    assert any(torch.allclose(o, centre[0].flip(-1), atol=1e-5) for o in outs)
+
+
+def test_an_augmented_run_measures_train_accuracy_unaugmented(tmp_path):
+    from audit.data import build_run_data
+    from audit.train import evaluate, load_arrays, make_model
+
+    spec = RunSpec(augment="crop+flip", epochs=3, model="mlp-1x64")
+    record = train_run(spec, tmp_path / "a.h5")
+    data = build_run_data(spec)
+    model = make_model(spec, data)
+    load_arrays(model, record.final)
+    assert evaluate(model, data.x_train, data.y_train)[1] == pytest.approx(record.attrs["train_acc"])
+    plain = train_run(RunSpec(epochs=3, model="mlp-1x64"), tmp_path / "b.h5")
+    assert not np.array_equal(plain.final["1.weight"], record.final["1.weight"])
