@@ -9,6 +9,7 @@ the current weights, history, optimizer and RNG states, so a killed run resumes 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import time
@@ -43,6 +44,23 @@ class Operational:
     data_dir: Path | None = None
     download: bool = False
     keep: tuple[str, ...] = ()  # "epoch:N" / "loss:X": weights kept when the run first reaches the point
+    precision: str = "auto"  # auto: bf16 autocast for conv models on CUDA, else fp32; or fp32 | bf16
+    compile: bool = False  # torch.compile the model (GPU path)
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
+def autocast_for(precision: str, device: torch.device, model: nn.Module) -> contextlib.AbstractContextManager:
+    """bf16 autocast where asked (auto: conv models on CUDA); a null context otherwise."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision '{precision}': use one of {', '.join(PRECISIONS)}")
+    use = precision == "bf16" or (precision == "auto" and device.type == "cuda" and has_conv(model))
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -76,14 +94,16 @@ def make_optimizer(spec: RunSpec, model: nn.Module) -> torch.optim.Optimizer:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of the model in eval mode on (x, y)."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH,
+             autocast: contextlib.AbstractContextManager | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of the model in eval mode on (x, y), in large batches."""
     was_training = model.training
     model.eval()
     loss = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
     for start in range(0, len(x), batch):
-        logits = model(x[start:start + batch]).float()
+        with autocast or contextlib.nullcontext():
+            logits = model(x[start:start + batch]).float()
         target = y[start:start + batch]
         loss += F.cross_entropy(logits, target, reduction="sum").double()
         correct += (logits.argmax(1) == target).sum()
@@ -117,7 +137,8 @@ EpochCallback = Callable[[int, int, float], None]
 
 
 def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-              batch_size: int, order: torch.Generator, augmenter: Augmenter | None = None) -> torch.Tensor:
+              batch_size: int, order: torch.Generator, augmenter: Augmenter | None = None,
+              autocast: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
     """One pass over (x, y) in the order drawn from `order`, each batch augmented when an augmenter is given;
     returns the sum of minibatch losses (on the device: no host synchronisation inside the epoch)."""
     perm = torch.randperm(len(x), generator=order).to(x.device)
@@ -125,7 +146,8 @@ def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
     for first in range(0, len(x), batch_size):
         index = perm[first:first + batch_size]
         inputs = x[index] if augmenter is None else augmenter(index)
-        loss = F.cross_entropy(model(inputs), y[index])
+        with autocast or contextlib.nullcontext():
+            loss = F.cross_entropy(model(inputs).float(), y[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -195,6 +217,12 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
 
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    autocast = autocast_for(ops.precision, device, model)
+    if device.type == "cuda" and has_conv(model):  # channels_last: the layout cuDNN's fast kernels want
+        model.to(memory_format=torch.channels_last)
+        x_train = x_train.contiguous(memory_format=torch.channels_last)
+        x_test = x_test.contiguous(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if ops.compile else model
     n = len(x_train)
     augmenter = make_augmenter(spec.augment, spec.preprocess, data.augment_source().to(device), data.input_shape[-1],
                                augment_rng)
@@ -203,8 +231,8 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
                         train_size=n, test_size=len(x_test))
 
     def log_row(epoch: int, step: int, lr: float, batch_sum: float, seconds: float) -> None:
-        train_loss, train_acc = evaluate(model, x_train, y_train)
-        test_loss, test_acc = evaluate(model, x_test, y_test)
+        train_loss, train_acc = evaluate(model, x_train, y_train, autocast=autocast)
+        test_loss, test_acc = evaluate(model, x_test, y_test, autocast=autocast)
         row = dict(epoch=epoch, step=step, lr=lr, train_loss=train_loss, train_acc=train_acc,
                    test_loss=test_loss, test_acc=test_acc, batch_loss_sum=batch_sum, seconds=seconds)
         for key, value in row.items():
@@ -256,7 +284,7 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
         lr = spec.lr * spec.lr_decay ** epoch
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch_sum = run_epoch(model, optimizer, x_train, y_train, spec.batch_size, order, augmenter)
+        batch_sum = run_epoch(step_model, optimizer, x_train, y_train, spec.batch_size, order, augmenter, autocast)
         step += math.ceil(n / spec.batch_size)
         epoch += 1
         samples += n

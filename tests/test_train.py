@@ -109,3 +109,12 @@ def test_an_augmented_run_measures_train_accuracy_unaugmented(tmp_path):
     assert evaluate(model, data.x_train, data.y_train)[1] == pytest.approx(record.attrs["train_acc"])
     plain = train_run(RunSpec(epochs=3, model="mlp-1x64"), tmp_path / "b.h5")
     assert not np.array_equal(plain.final["1.weight"], record.final["1.weight"])
+
+
+def test_bf16_autocast_path_trains_a_conv_model(tmp_path):
+    """The GPU path's precision switch, exercised on the CPU (bf16 autocast exists there too)."""
+    spec = RunSpec(model="alexnet-small", train_size=100, epochs=2, lr=0.01)
+    record = train_run(spec, tmp_path / "a.h5", Operational(precision="bf16"))
+    assert record.status == "complete" and np.isfinite(record.history["train_loss"]).all()
+    with pytest.raises(Exception, match="precision"):
+        train_run(RunSpec(epochs=1), tmp_path / "b.h5", Operational(precision="fp16"))
