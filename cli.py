@@ -91,6 +91,22 @@ AtOpt = Annotated[Optional[str], typer.Option(
                  "the end; the experiment must keep it (keep = [...] or run --keep).")]
 
 
+def parse_checkpoint(text: Optional[str]) -> tuple[int, float]:
+    """--checkpoint-every: N epochs (exactly), or Ns seconds; default every epoch, at most every 10 s."""
+    if text is None:
+        return 1, 10.0
+    try:
+        if text.endswith("s"):
+            seconds = float(text[:-1])
+            if seconds >= 0:
+                return 1, seconds
+        elif int(text) > 0:
+            return int(text), 0.0
+    except ValueError:
+        pass
+    raise UsageError(f"--checkpoint-every must be a positive number of epochs (5) or seconds (30s), got '{text}'")
+
+
 def check_point(at: Optional[str]) -> Optional[str]:
     from audit.spec import parse_keep
 
@@ -250,9 +266,15 @@ def run(
     measure: Annotated[list[str], typer.Option(help="Measure to score after training (repeatable).")] = [],
     all_measures: Annotated[bool, typer.Option("--all", help="Score every registered measure.")] = False,
     device: DeviceOpt = "auto",
-    checkpoint_every: Annotated[int, typer.Option(help="Epochs between checkpoints.")] = 1,
+    checkpoint_every: Annotated[Optional[str], typer.Option(
+        help="Checkpoint every N epochs (e.g. 1) or every N seconds (e.g. 30s). Default: every epoch, at most "
+             "one write per 10 s.")] = None,
     keep: Annotated[Optional[str], typer.Option(
         help="Comma-separated points of training whose weights are kept: epoch:N, loss:X (first reached).")] = None,
+    batch: Annotated[bool, typer.Option("--batch/--no-batch", help="Train runs of one architecture and data size "
+                                        "together as one batched model (default where it applies).")] = True,
+    precision: Annotated[str, typer.Option(help="auto (bf16 autocast for conv models on CUDA), fp32 or bf16.")] = "auto",
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (GPU path).")] = False,
     data_dir: DataDirOpt = None,
     download: DownloadOpt = False,
     correction: CorrectionOpt = "holm",
@@ -272,15 +294,14 @@ def run(
                  "variants": [v.strip() for v in variants.split(",") if v.strip()] if variants is not None else None}
     spec = apply_overrides(spec, overrides)
     names = resolve_names(measure, all_measures)
-    if checkpoint_every <= 0:
-        raise UsageError(f"--checkpoint-every must be positive, got {checkpoint_every}")
+    every, seconds = parse_checkpoint(checkpoint_every)
     resolve_device(device)
     if keep is not None:
         from audit.spec import parse_keep
 
         spec = dataclasses.replace(spec, keep=parse_keep([k.strip() for k in keep.split(",") if k.strip()], "--keep"))
-    ops = Operational(device=device, checkpoint_every=checkpoint_every, data_dir=data_dir, download=download,
-                      keep=spec.keep)
+    ops = Operational(device=device, checkpoint_every=every, checkpoint_seconds=seconds, data_dir=data_dir,
+                      download=download, keep=spec.keep, batch=batch, precision=precision, compile=compile_)
     root = out or store_name(spec, overrides)
     from audit.data import build_run_data
 

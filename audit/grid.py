@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import audit
 from audit.errors import UsageError, WorkError
 from audit.spec import ExperimentSpec, RunSpec, parse_variant
 from audit.store import DEFAULT_ROOT, RunLocked, RunRecord, Store, create_store, read_run, run_lock
+from audit.batched import groups_of, train_group
 from audit.train import EpochCallback, Operational, train_run
 
 
@@ -73,21 +75,38 @@ def run_grid(experiment: ExperimentSpec, root: Path, ops: Operational = Operatio
                             "run_ids": sorted(known | {s.run_id for s in specs}),
                             "runs": {s.run_id: s.to_dict() for s in specs} | previous.get("runs", {})})
     records, skipped, errors = [], [], []
-    for index, spec in enumerate(specs):
+    pending = []
+    for spec in specs:
         path = store.run_path(spec.run_id)
-        state = _status_of(path)
-        if on_run is not None:
-            on_run(index, len(specs), spec, state)
-        if state in ("complete", "diverged"):
+        if _status_of(path) in ("complete", "diverged"):
             records.append(read_run(path, weights=False))
-            continue
-        try:
-            with run_lock(path) as lock:
-                records.append(train_run(spec, path, ops, on_epoch=on_epoch, lock=lock))
-        except RunLocked as err:
-            skipped.append(f"{spec.run_id}: skipped, {err}")
-        except WorkError as err:
-            errors.append(str(err))
+        else:
+            pending.append(spec)
+    done = len(records)
+    for group in (groups_of(pending) if ops.batch else [[spec] for spec in pending]):
+        for offset, spec in enumerate(group):
+            if on_run is not None:
+                on_run(done + offset, len(specs), spec, "batched" if len(group) > 1 else "training")
+        done += len(group)
+        with contextlib.ExitStack() as stack:
+            held, locks = [], []
+            for spec in group:
+                path = store.run_path(spec.run_id)
+                try:
+                    locks.append(stack.enter_context(run_lock(path)))
+                    held.append(spec)
+                except RunLocked as err:
+                    skipped.append(f"{spec.run_id}: skipped, {err}")
+            if not held:
+                continue
+            paths = [store.run_path(spec.run_id) for spec in held]
+            try:
+                if len(held) == 1:
+                    records.append(train_run(held[0], paths[0], ops, on_epoch=on_epoch, lock=locks[0]))
+                else:
+                    records += train_group(held, paths, ops, on_epoch=on_epoch, locks=locks)
+            except WorkError as err:
+                errors.append(str(err))
     return GridOutcome(records, skipped, errors)
 
 

@@ -15,6 +15,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +41,14 @@ class Operational:
     """Settings that do not change the science and are not part of the run id."""
 
     device: str = "auto"
-    checkpoint_every: int = 1  # epochs between checkpoints
+    checkpoint_every: int = 1  # epochs between checkpoints...
+    checkpoint_seconds: float = 10.0  # ...and at least this many seconds between two of them (0: none)
     data_dir: Path | None = None
     download: bool = False
     keep: tuple[str, ...] = ()  # "epoch:N" / "loss:X": weights kept when the run first reaches the point
     precision: str = "auto"  # auto: bf16 autocast for conv models on CUDA, else fp32; or fp32 | bf16
     compile: bool = False  # torch.compile the model (GPU path)
+    batch: bool = True  # train runs of one architecture and data size together as one batched model
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -178,43 +181,141 @@ def fit_labels(spec: RunSpec, x: torch.Tensor, y: torch.Tensor, num_classes: int
     return accuracy
 
 
-def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
-              on_epoch: EpochCallback | None = None, lock: Path | None = None) -> RunRecord:
-    """Train the run of `spec` into the file at path, resuming it if the file holds a running run."""
-    device = resolve_device(ops.device)
-    data = build_run_data(spec, ops.data_dir, ops.download)
-    model = make_model(spec, data)
-    init = state_arrays(model)
-    optimizer = make_optimizer(spec, model)
-    order = torch.Generator().manual_seed(derive_seed(spec.seed, "order"))
-    augment_rng = torch.Generator().manual_seed(derive_seed(spec.seed, "augment"))
-    history: dict[str, list[float]] = {c: [] for c in HISTORY_COLUMNS}
-    elapsed, samples = 0.0, 0
-    record = RunRecord(spec=spec, data=dict(data.record), init=init)
+@dataclass
+class RunState:
+    """The bookkeeping of one run being trained, whatever trains it (alone or in a batched group): its data,
+    history, RNG streams, keep points, and writing its file."""
 
+    spec: RunSpec
+    path: Path
+    data: RunData
+    record: RunRecord
+    order: torch.Generator
+    augment_rng: torch.Generator
+    history: dict[str, list[float]]
+    resume: dict[str, Any] | None = None  # the saved optimizer and RNG states when resuming
+    previous_final: dict[str, np.ndarray] | None = None
+    elapsed: float = 0.0
+    samples: int = 0
+    lock: Path | None = None
+    last_save: float = 0.0  # time.monotonic() of the last checkpoint written
+
+    def checkpoint_due(self, ops: Operational) -> bool:
+        """Every `checkpoint_every` epochs, but not more often than every `checkpoint_seconds`."""
+        return (self.epoch % ops.checkpoint_every == 0
+                and time.monotonic() - self.last_save >= ops.checkpoint_seconds)
+
+    @property
+    def epoch(self) -> int:
+        return int(self.history["epoch"][-1]) if self.history["epoch"] else 0
+
+    @property
+    def step(self) -> int:
+        return int(self.history["step"][-1]) if self.history["step"] else 0
+
+    def lr(self) -> float:
+        """The learning rate of the coming epoch."""
+        return self.spec.lr * self.spec.lr_decay ** self.epoch
+
+    def add_row(self, epoch: int, step: int, lr: float, batch_sum: float, train: tuple[float, float],
+                test: tuple[float, float]) -> None:
+        row = dict(epoch=epoch, step=step, lr=lr, train_loss=train[0], train_acc=train[1], test_loss=test[0],
+                   test_acc=test[1], batch_loss_sum=batch_sum, seconds=self.elapsed)
+        for key, value in row.items():
+            self.history[key].append(float(value))
+
+    def keep_points(self, keep: tuple[str, ...], weights: Callable[[], dict[str, np.ndarray]]) -> None:
+        """Keep the weights at every keep point reached by the latest evaluation and not kept before."""
+        epoch_now, loss_now = self.history["epoch"][-1], self.history["train_loss"][-1]
+        for tag in keep:
+            kind, _, amount = tag.partition(":")
+            reached = epoch_now == float(amount) if kind == "epoch" else loss_now <= float(amount)
+            if reached and tag not in self.record.kept:
+                columns = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc")
+                self.record.kept[tag] = {"attrs": {c: self.history[c][-1] for c in columns}, "weights": weights()}
+
+    def stop(self) -> str | None:
+        return outcome(self.spec, self.history)[0] if self.epoch > 0 else None
+
+    def save(self, status: str, final: dict[str, np.ndarray], optimizer_state: dict[str, Any] | None,
+             device: torch.device) -> None:
+        """Write the run file: a checkpoint while running, the result once stopped."""
+        record, history = self.record, self.history
+        record.status = status
+        record.final = final
+        record.history = {c: np.asarray(v, dtype=np.float64) for c, v in history.items()}
+        _, summary = outcome(self.spec, history)
+        record.fitted = status == "complete" and summary["steps_to_fit"] is not None
+        last = {c: history[c][-1] for c in ("train_loss", "train_acc", "test_loss", "test_acc")}
+        best = int(np.argmax(history["test_acc"]))
+        record.attrs.update(summary, **last, epochs=self.epoch, steps=self.step, train_seconds=self.elapsed,
+                            samples_seen=self.samples, best_test_acc=history["test_acc"][best],
+                            best_test_epoch=int(history["epoch"][best]),
+                            first_epoch_loss_sum=history["batch_loss_sum"][1] if len(history["epoch"]) > 1 else None)
+        if status == "diverged":
+            record.attrs["diverged_epoch"] = self.epoch
+        record.resume = None if status != "running" else pack_state({
+            "optimizer": optimizer_state, "order_rng": self.order.get_state(),
+            "augment_rng": self.augment_rng.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        })
+        write_run(self.path, record)
+        self.last_save = time.monotonic()
+        if self.lock is not None:
+            touch_lock(self.lock)
+
+
+def open_run(spec: RunSpec, path: Path, ops: Operational, device: torch.device,
+             lock: Path | None = None) -> RunState | RunRecord:
+    """A finished run's record, or the state to train (or resume) it from."""
     previous = read_run(path) if path.exists() else None
     if previous is not None and previous.status != "running":
         return previous
-    model.to(device)
+    data = build_run_data(spec, ops.data_dir, ops.download)
+    init = state_arrays(make_model(spec, data))
+    state = RunState(spec=spec, path=path, data=data, record=RunRecord(spec=spec, data=dict(data.record), init=init),
+                     order=torch.Generator().manual_seed(derive_seed(spec.seed, "order")),
+                     augment_rng=torch.Generator().manual_seed(derive_seed(spec.seed, "augment")),
+                     history={c: [] for c in HISTORY_COLUMNS}, lock=lock, last_save=time.monotonic())
+    state.record.attrs.update(device=str(device), torch_version=torch.__version__, audit_version=audit.__version__,
+                              python_version=platform.python_version(), threads=torch.get_num_threads(),
+                              train_size=len(data.x_train), test_size=len(data.x_test))
     if previous is not None and previous.resume is not None:
         if previous.data.get("fingerprint_train") != data.record["fingerprint_train"]:
             raise WorkError(f"{path}: the rebuilt train data differ from the data the run was fitting "
                             "(fingerprint mismatch); the dataset files changed since it started")
-        state = unpack_state(previous.resume)
-        load_arrays(model, previous.final)
-        model.to(device)
-        optimizer.load_state_dict(state["optimizer"])
-        order.set_state(state["order_rng"])
-        augment_rng.set_state(state["augment_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        history = {c: list(map(float, previous.history[c])) for c in HISTORY_COLUMNS}
-        elapsed, samples = float(previous.attrs.get("train_seconds", 0.0)), int(previous.attrs.get("samples_seen", 0))
-        record.attrs["resumed"] = int(previous.attrs.get("resumed", 0)) + 1
+        state.resume = unpack_state(previous.resume)
+        state.previous_final = previous.final
+        state.order.set_state(state.resume["order_rng"])
+        state.augment_rng.set_state(state.resume["augment_rng"])
+        state.history = {c: list(map(float, previous.history[c])) for c in HISTORY_COLUMNS}
+        state.elapsed = float(previous.attrs.get("train_seconds", 0.0))
+        state.samples = int(previous.attrs.get("samples_seen", 0))
+        state.record.attrs["resumed"] = int(previous.attrs.get("resumed", 0)) + 1
+        state.record.kept = previous.kept
+    return state
+
+
+def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
+              on_epoch: EpochCallback | None = None, lock: Path | None = None) -> RunRecord:
+    """Train the run of `spec` alone into the file at path, resuming it if the file holds a running run."""
+    device = resolve_device(ops.device)
+    state = open_run(spec, path, ops, device, lock)
+    if isinstance(state, RunRecord):
+        return state
+    data = state.data
+    model = make_model(spec, data)
+    optimizer = make_optimizer(spec, model)
+    if state.resume is not None:
+        load_arrays(model, state.previous_final)
+        optimizer.load_state_dict(state.resume["optimizer"])
+        torch.set_rng_state(state.resume["torch_rng"])
+        if device.type == "cuda" and state.resume.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state.resume["cuda_rng"], device)
     else:
         torch.manual_seed(derive_seed(spec.seed, "dropout"))
-
+    model.to(device)
+    optimizer.load_state_dict(optimizer.state_dict())  # moves the momentum buffers to the parameters' device
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     autocast = autocast_for(ops.precision, device, model)
@@ -225,75 +326,32 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
     step_model = torch.compile(model) if ops.compile else model
     n = len(x_train)
     augmenter = make_augmenter(spec.augment, spec.preprocess, data.augment_source().to(device), data.input_shape[-1],
-                               augment_rng)
-    record.attrs.update(device=str(device), torch_version=torch.__version__, audit_version=audit.__version__,
-                        python_version=platform.python_version(), threads=torch.get_num_threads(),
-                        train_size=n, test_size=len(x_test))
+                               state.augment_rng)
 
-    def log_row(epoch: int, step: int, lr: float, batch_sum: float, seconds: float) -> None:
-        train_loss, train_acc = evaluate(model, x_train, y_train, autocast=autocast)
-        test_loss, test_acc = evaluate(model, x_test, y_test, autocast=autocast)
-        row = dict(epoch=epoch, step=step, lr=lr, train_loss=train_loss, train_acc=train_acc,
-                   test_loss=test_loss, test_acc=test_acc, batch_loss_sum=batch_sum, seconds=seconds)
-        for key, value in row.items():
-            history[key].append(float(value))
+    def evaluate_both() -> tuple[tuple[float, float], tuple[float, float]]:
+        return (evaluate(model, x_train, y_train, autocast=autocast),
+                evaluate(model, x_test, y_test, autocast=autocast))
 
-    def keep_points() -> None:
-        """Keep the weights at every keep point reached by the latest evaluation and not kept before."""
-        epoch_now, loss_now = history["epoch"][-1], history["train_loss"][-1]
-        for tag in ops.keep:
-            kind, _, amount = tag.partition(":")
-            reached = epoch_now == float(amount) if kind == "epoch" else loss_now <= float(amount)
-            if reached and tag not in record.kept:
-                attrs = {c: history[c][-1] for c in ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc")}
-                record.kept[tag] = {"attrs": attrs, "weights": state_arrays(model)}
-
-    def checkpoint(status: str) -> None:
-        record.status = status
-        record.final = state_arrays(model)
-        record.history = {c: np.asarray(v, dtype=np.float64) for c, v in history.items()}
-        stop, summary = outcome(spec, history)
-        record.fitted = status == "complete" and summary["steps_to_fit"] is not None
-        last = {c: history[c][-1] for c in ("train_loss", "train_acc", "test_loss", "test_acc")}
-        best = int(np.argmax(history["test_acc"]))
-        record.attrs.update(summary, **last, epochs=int(history["epoch"][-1]), steps=int(history["step"][-1]),
-                            train_seconds=elapsed, samples_seen=samples,
-                            best_test_acc=history["test_acc"][best], best_test_epoch=int(history["epoch"][best]),
-                            first_epoch_loss_sum=history["batch_loss_sum"][1] if len(history["epoch"]) > 1 else None)
-        if status == "diverged":
-            record.attrs["diverged_epoch"] = int(history["epoch"][-1])
-        record.resume = None if status != "running" else pack_state({
-            "optimizer": optimizer.state_dict(), "order_rng": order.get_state(), "augment_rng": augment_rng.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        })
-        write_run(path, record)
-        if lock is not None:
-            touch_lock(lock)
-
-    if previous is not None:
-        record.kept = previous.kept
-    if not history["epoch"]:
-        log_row(0, 0, spec.lr, 0.0, 0.0)
-        keep_points()
-    epoch, step = int(history["epoch"][-1]), int(history["step"][-1])
-    status = outcome(spec, history)[0] if epoch > 0 else None
+    if not state.history["epoch"]:
+        state.add_row(0, 0, spec.lr, 0.0, *evaluate_both())
+        state.keep_points(ops.keep, lambda: state_arrays(model))
+    status = state.stop()
     model.train()
     while status is None:
         start = time.perf_counter()
-        lr = spec.lr * spec.lr_decay ** epoch
+        lr = state.lr()
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch_sum = run_epoch(step_model, optimizer, x_train, y_train, spec.batch_size, order, augmenter, autocast)
-        step += math.ceil(n / spec.batch_size)
-        epoch += 1
-        samples += n
-        elapsed += time.perf_counter() - start
-        log_row(epoch, step, lr, batch_sum.item(), elapsed)
-        keep_points()
-        status = outcome(spec, history)[0]
+        batch_sum = run_epoch(step_model, optimizer, x_train, y_train, spec.batch_size, state.order, augmenter,
+                              autocast)
+        state.elapsed += time.perf_counter() - start
+        state.samples += n
+        state.add_row(state.epoch + 1, state.step + math.ceil(n / spec.batch_size), lr, batch_sum.item(),
+                      *evaluate_both())
+        state.keep_points(ops.keep, lambda: state_arrays(model))
+        status = state.stop()
         if on_epoch is not None:
-            on_epoch(epoch, spec.epochs, history["train_acc"][-1])
-        if status is not None or epoch % ops.checkpoint_every == 0:
-            checkpoint(status or "running")
-    return record
+            on_epoch(state.epoch, spec.epochs, state.history["train_acc"][-1])
+        if status is not None or state.checkpoint_due(ops):
+            state.save(status or "running", state_arrays(model), optimizer.state_dict(), device)
+    return state.record

@@ -143,7 +143,7 @@ def test_bad_input_is_one_line_with_exit_code_2(args, needle, tmp_path):
 def test_a_killed_run_is_resumed_not_restarted(tmp_path):
     store = tmp_path / "store"
     command = [sys.executable, "-m", "cli", "run", "--variants", "random-labels", "--seeds", "1", "--lr", "0.02",
-               "--out", str(store)]
+               "--checkpoint-every", "1", "--out", str(store)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     process = subprocess.Popen(command, cwd=Path(__file__).parents[1], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)

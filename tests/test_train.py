@@ -55,10 +55,10 @@ def test_a_run_interrupted_mid_training_resumes_to_the_same_weights(tmp_path):
 
     path = tmp_path / "b.h5"
     with pytest.raises(Kill):
-        train_run(spec, path, Operational(checkpoint_every=3), on_epoch=kill_at_7)
+        train_run(spec, path, Operational(checkpoint_every=3, checkpoint_seconds=0), on_epoch=kill_at_7)
     partial = read_run(path)
     assert partial.status == "running" and partial.attrs["epochs"] == 6  # the last checkpoint
-    resumed = train_run(spec, path, Operational(checkpoint_every=3))
+    resumed = train_run(spec, path, Operational(checkpoint_every=3, checkpoint_seconds=0))
     assert resumed.attrs["resumed"] == 1
     assert resumed.attrs["epochs"] == straight.attrs["epochs"]
     for name, value in straight.final.items():

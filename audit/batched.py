@@ -1,0 +1,234 @@
+"""Batched grid training: runs of one architecture and data size train together as one batched model.
+
+The runs' parameters are stacked (torch.func.stack_module_state) and one vmapped forward/backward serves
+them all; each run keeps its own inputs, labels, data order, seed, learning-rate schedule, momentum and
+weight decay, and the SGD update is PyTorch's (d = g + λw; b = μb + d; w = w − ηb) on the stacked tensors.
+A run that stops (fitted, loss target, max epochs, diverged) is written and leaves the group; the others go
+on undisturbed. Batching is operational: run ids, run files and resume states are those of sequential
+training, and a run can resume either way.
+
+It applies to SGD runs without batch norm, dropout or augmentation (their per-run state does not vmap);
+the rest train one at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from audit.models import build_model
+from audit.spec import RunSpec, derive_seed
+from audit.store import RunRecord
+from audit.train import (EVAL_BATCH, Operational, RunState, autocast_for, has_conv, load_arrays, make_model,
+                         make_optimizer, open_run, resolve_device, state_arrays)
+
+MAX_GROUP = 64
+
+GroupCallback = Callable[[int, int, float], None]
+
+
+def batchable(spec: RunSpec) -> bool:
+    """Whether the run can train inside a batched group."""
+    if spec.optimizer != "sgd" or spec.dropout > 0 or spec.augment != "none":
+        return False
+    model = build_model(spec.model, (1, 8, 8), 10)
+    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def group_key(spec: RunSpec) -> tuple:
+    """Runs with the same key have the same architecture, data size and steps per epoch."""
+    return (spec.model, spec.dataset, spec.train_size, spec.split_seed, spec.preprocess, spec.batch_size,
+            spec.batchnorm)
+
+
+def groups_of(specs: list[RunSpec]) -> list[list[RunSpec]]:
+    """Batchable runs grouped by key (at most MAX_GROUP each), in first-appearance order; others alone."""
+    keyed: dict[tuple, list[RunSpec]] = {}
+    out: list[list[RunSpec]] = []
+    for spec in specs:
+        if batchable(spec):
+            keyed.setdefault(group_key(spec), []).append(spec)
+        else:
+            out.append([spec])
+    for members in keyed.values():
+        out += [members[i:i + MAX_GROUP] for i in range(0, len(members), MAX_GROUP)]
+    return out
+
+
+@dataclass
+class Member:
+    state: RunState
+    input_slot: int  # which of the group's distinct input tensors this run fits
+
+
+def sgd_state(model: nn.Module, buffers: dict[str, torch.Tensor], spec: RunSpec) -> dict:
+    """PyTorch's SGD state_dict for these momentum buffers, so that a run can resume batched or alone."""
+    optimizer = make_optimizer(spec, model)
+    for name, parameter in model.named_parameters():
+        optimizer.state[parameter]["momentum_buffer"] = buffers[name].detach().clone().cpu()
+    return optimizer.state_dict()
+
+
+def train_group(specs: list[RunSpec], paths: list, ops: Operational = Operational(),
+                on_epoch: GroupCallback | None = None, locks: list | None = None) -> list[RunRecord]:
+    """Train a group of batchable runs together; runs already finished are returned as read."""
+    device = resolve_device(ops.device)
+    finished: dict[str, RunRecord] = {}
+    members: list[Member] = []
+    slots: list[torch.Tensor] = []
+    fingerprints: dict[str, int] = {}
+    for spec, path, lock in zip(specs, paths, locks or [None] * len(specs)):
+        state = open_run(spec, path, ops, device, lock)
+        if isinstance(state, RunRecord):
+            finished[spec.run_id] = state
+            continue
+        key = _input_key(state.data.x_train)
+        if key not in fingerprints:
+            fingerprints[key] = len(slots)
+            slots.append(state.data.x_train)
+        members.append(Member(state, fingerprints[key]))
+    if members:
+        _train(members, slots, ops, device, on_epoch)
+    return [finished.get(spec.run_id) or next(m.state.record for m in members if m.state.spec == spec)
+            for spec in specs]
+
+
+def _input_key(x: torch.Tensor) -> str:
+    """Runs on the label axis fit the same inputs: the group keeps one copy of each distinct input tensor."""
+    return hashlib.sha256(x.contiguous().numpy().tobytes()).hexdigest()
+
+
+def _train(members: list[Member], slots: list[torch.Tensor], ops: Operational, device: torch.device,
+           on_epoch: GroupCallback | None) -> None:
+    first = members[0].state
+    template = make_model(first.spec, first.data).to(device)
+    models = []
+    for member in members:
+        model = make_model(member.state.spec, member.state.data)
+        if member.state.resume is not None:
+            load_arrays(model, member.state.previous_final)
+        models.append(model.to(device))
+    params, buffers = stack_module_state(models)
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+    momentum = {k: torch.zeros_like(v) for k, v in params.items()}
+    for i, member in enumerate(members):
+        if member.state.resume is not None:
+            saved = member.state.resume["optimizer"]["state"]
+            for j, name in enumerate(params):
+                if j in saved and saved[j].get("momentum_buffer") is not None:
+                    momentum[name][i] = saved[j]["momentum_buffer"].to(device)
+    x_slots = torch.stack([x.to(device) for x in slots])
+    slot_of = torch.tensor([m.input_slot for m in members], device=device)
+    y_train = torch.stack([m.state.data.y_train.to(device) for m in members])
+    autocast = autocast_for(ops.precision, device, template)
+    batch_size = first.spec.batch_size
+    n = x_slots.shape[1]
+
+    def forward(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(template, (p, b), (x,))
+
+    batched_forward = vmap(forward)
+
+    def evaluate_all(active: list[int]) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+        out = []
+        with torch.no_grad():
+            for i in active:
+                one = {k: v[i] for k, v in params.items()}
+                state = members[i].state
+                train = _evaluate(template, one, x_slots[slot_of[i]], y_train[i], autocast)
+                test = _evaluate(template, one, state.data.x_test.to(device), state.data.y_test.to(device), autocast)
+                out.append((train, test))
+        return out
+
+    def weights(i: int) -> dict[str, np.ndarray]:
+        return {**{k: v[i].detach().cpu().numpy().copy() for k, v in params.items()},
+                **{k: v[i].detach().cpu().numpy().copy() for k, v in buffers.items()}}
+
+    def save(i: int, status: str) -> None:
+        state = members[i].state
+        model = models[i]
+        load_arrays(model, weights(i))
+        optimizer = sgd_state(model, {k: momentum[k][i] for k in params}, state.spec) if status == "running" else None
+        state.save(status, weights(i), optimizer, device)
+
+    active = list(range(len(members)))
+    for i, (train, test) in zip(active, evaluate_all(active)):
+        state = members[i].state
+        if not state.history["epoch"]:
+            state.add_row(0, 0, state.spec.lr, 0.0, train, test)
+            state.keep_points(ops.keep, lambda i=i: weights(i))
+    while active:
+        start = time.perf_counter()
+        index = torch.tensor(active, device=device)
+        lr = torch.tensor([members[i].state.lr() for i in active], device=device)
+        mu = torch.tensor([members[i].state.spec.momentum for i in active], device=device)
+        decay = torch.tensor([members[i].state.spec.weight_decay for i in active], device=device)
+        perms = torch.stack([torch.randperm(n, generator=members[i].state.order) for i in active]).to(device)
+        sub = {k: v[index].detach().requires_grad_(True) for k, v in params.items()}
+        sub_buffers = {k: v[index] for k, v in buffers.items()}
+        sub_momentum = {k: v[index] for k, v in momentum.items()}
+        slots_now, labels_now = slot_of[index], y_train[index]
+        batch_sum = torch.zeros(len(active), device=device)
+        for first_row in range(0, n, batch_size):
+            rows = perms[:, first_row:first_row + batch_size]
+            inputs = x_slots[slots_now[:, None], rows]
+            with autocast:
+                logits = batched_forward(sub, sub_buffers, inputs).float()
+            losses = F.cross_entropy(logits.flatten(0, 1), labels_now.gather(1, rows).flatten(),
+                                     reduction="none").view(len(active), -1).mean(1)
+            grads = torch.autograd.grad(losses.sum(), list(sub.values()))
+            with torch.no_grad():
+                for (name, weight), grad in zip(sub.items(), grads):
+                    shape = (-1,) + (1,) * (weight.dim() - 1)
+                    step = grad + decay.view(shape) * weight
+                    sub_momentum[name].mul_(mu.view(shape)).add_(step)
+                    weight.sub_(lr.view(shape) * sub_momentum[name])
+            batch_sum += losses.detach()
+        with torch.no_grad():
+            for name in params:
+                params[name][index] = sub[name].detach()
+                momentum[name][index] = sub_momentum[name]
+        seconds = (time.perf_counter() - start) / len(active)  # each run's share of the group's time
+        sums = batch_sum.tolist()
+        for position, (i, (train, test)) in enumerate(zip(active, evaluate_all(active))):
+            state = members[i].state
+            state.elapsed += seconds
+            state.samples += n
+            state.add_row(state.epoch + 1, state.step + math.ceil(n / batch_size), lr[position].item(),
+                          sums[position], train, test)
+            state.keep_points(ops.keep, lambda i=i: weights(i))
+        still = []
+        for i in active:
+            status = members[i].state.stop()
+            if status is not None or members[i].state.checkpoint_due(ops):
+                save(i, status or "running")
+            if status is None:
+                still.append(i)
+        active = still
+        if on_epoch is not None:
+            accuracies = [members[i].state.history["train_acc"][-1] for i in active] or [1.0]
+            on_epoch(max(m.state.epoch for m in members), max(m.state.spec.epochs for m in members),
+                     min(accuracies))
+
+
+def _evaluate(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+              autocast: object) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of one run's parameters on (x, y), in large batches."""
+    loss = torch.zeros((), device=x.device, dtype=torch.float64)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    for start in range(0, len(x), EVAL_BATCH):
+        with autocast:
+            logits = functional_call(model, params, (x[start:start + EVAL_BATCH],)).float()
+        target = y[start:start + EVAL_BATCH]
+        loss += F.cross_entropy(logits, target, reduction="sum").double()
+        correct += (logits.argmax(1) == target).sum()
+    return loss.item() / len(x), correct.item() / len(x)
