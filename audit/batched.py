@@ -28,10 +28,11 @@ from torch.func import functional_call, stack_module_state, vmap
 from audit.models import build_model
 from audit.spec import RunSpec, derive_seed
 from audit.store import RunRecord
-from audit.train import (EVAL_BATCH, Operational, RunState, autocast_for, has_conv, load_arrays, make_model,
-                         make_optimizer, open_run, resolve_device, state_arrays)
+from audit.train import (EVAL_BATCH, Operational, RunState, autocast_for, load_arrays, make_model, make_optimizer,
+                         open_run, resolve_device)
 
 MAX_GROUP = 64
+GROUP_EVAL_EXAMPLES = 16384  # examples of all runs per vmapped evaluation chunk (GPU)
 
 GroupCallback = Callable[[int, int, float], None]
 
@@ -70,12 +71,13 @@ class Member:
     input_slot: int  # which of the group's distinct input tensors this run fits
 
 
-def sgd_state(model: nn.Module, buffers: dict[str, torch.Tensor], spec: RunSpec) -> dict:
-    """PyTorch's SGD state_dict for these momentum buffers, so that a run can resume batched or alone."""
-    optimizer = make_optimizer(spec, model)
-    for name, parameter in model.named_parameters():
-        optimizer.state[parameter]["momentum_buffer"] = buffers[name].detach().clone().cpu()
-    return optimizer.state_dict()
+def sgd_state(group_template: dict, names: list[str], buffers: dict[str, torch.Tensor], spec: RunSpec) -> dict:
+    """PyTorch's SGD state_dict for these momentum buffers, so that a run can resume batched or alone
+    (group_template: the param group of a real SGD's state_dict, for its keys and defaults)."""
+    group = {**group_template, "lr": spec.lr, "momentum": spec.momentum, "weight_decay": spec.weight_decay,
+             "params": list(range(len(names)))}
+    state = {i: {"momentum_buffer": buffers[name].detach().clone().cpu()} for i, name in enumerate(names)}
+    return {"state": state, "param_groups": [group]}
 
 
 def train_group(specs: list[RunSpec], paths: list, ops: Operational = Operational(),
@@ -85,6 +87,7 @@ def train_group(specs: list[RunSpec], paths: list, ops: Operational = Operationa
     finished: dict[str, RunRecord] = {}
     members: list[Member] = []
     slots: list[torch.Tensor] = []
+    test_slots: list[torch.Tensor] = []
     fingerprints: dict[str, int] = {}
     for spec, path, lock in zip(specs, paths, locks or [None] * len(specs)):
         state = open_run(spec, path, ops, device, lock)
@@ -95,9 +98,10 @@ def train_group(specs: list[RunSpec], paths: list, ops: Operational = Operationa
         if key not in fingerprints:
             fingerprints[key] = len(slots)
             slots.append(state.data.x_train)
+            test_slots.append(state.data.x_test)
         members.append(Member(state, fingerprints[key]))
     if members:
-        _train(members, slots, ops, device, on_epoch)
+        _train(members, slots, test_slots, ops, device, on_epoch)
     return [finished.get(spec.run_id) or next(m.state.record for m in members if m.state.spec == spec)
             for spec in specs]
 
@@ -107,8 +111,8 @@ def _input_key(x: torch.Tensor) -> str:
     return hashlib.sha256(x.contiguous().numpy().tobytes()).hexdigest()
 
 
-def _train(members: list[Member], slots: list[torch.Tensor], ops: Operational, device: torch.device,
-           on_epoch: GroupCallback | None) -> None:
+def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[torch.Tensor], ops: Operational,
+           device: torch.device, on_epoch: GroupCallback | None) -> None:
     first = members[0].state
     template = make_model(first.spec, first.data).to(device)
     models = []
@@ -127,8 +131,10 @@ def _train(members: list[Member], slots: list[torch.Tensor], ops: Operational, d
                 if j in saved and saved[j].get("momentum_buffer") is not None:
                     momentum[name][i] = saved[j]["momentum_buffer"].to(device)
     x_slots = torch.stack([x.to(device) for x in slots])
+    x_test_slots = torch.stack([x.to(device) for x in test_slots])
     slot_of = torch.tensor([m.input_slot for m in members], device=device)
     y_train = torch.stack([m.state.data.y_train.to(device) for m in members])
+    y_test = torch.stack([m.state.data.y_test.to(device) for m in members])
     autocast = autocast_for(ops.precision, device, template)
     batch_size = first.spec.batch_size
     n = x_slots.shape[1]
@@ -139,25 +145,32 @@ def _train(members: list[Member], slots: list[torch.Tensor], ops: Operational, d
     batched_forward = vmap(forward)
 
     def evaluate_all(active: list[int]) -> list[tuple[tuple[float, float], tuple[float, float]]]:
-        out = []
-        with torch.no_grad():
+        """Every active run on its whole train and test sets: one vmapped pass per chunk on a GPU; on the CPU
+        a loop over runs, whose activations stay in cache (measured 1.3-4× faster than vmapping there)."""
+        if device.type == "cpu":
+            out = []
             for i in active:
-                one = {k: v[i] for k, v in params.items()}
-                state = members[i].state
-                train = _evaluate(template, one, x_slots[slot_of[i]], y_train[i], autocast)
-                test = _evaluate(template, one, state.data.x_test.to(device), state.data.y_test.to(device), autocast)
-                out.append((train, test))
-        return out
+                one = ({k: v[i] for k, v in params.items()}, {k: v[i] for k, v in buffers.items()})
+                out.append((evaluate_params(template, one, x_slots[slot_of[i]], y_train[i], autocast),
+                            evaluate_params(template, one, x_test_slots[slot_of[i]], y_test[i], autocast)))
+            return out
+        index = torch.tensor(active, device=device)
+        now = ({k: v[index] for k, v in params.items()}, {k: v[index] for k, v in buffers.items()})
+        train = _evaluate_group(batched_forward, now, x_slots, slot_of[index], y_train[index], autocast)
+        test = _evaluate_group(batched_forward, now, x_test_slots, slot_of[index], y_test[index], autocast)
+        return list(zip(train, test))
 
     def weights(i: int) -> dict[str, np.ndarray]:
         return {**{k: v[i].detach().cpu().numpy().copy() for k, v in params.items()},
                 **{k: v[i].detach().cpu().numpy().copy() for k, v in buffers.items()}}
 
+    group_template = make_optimizer(first.spec, template).state_dict()["param_groups"][0]
+
     def save(i: int, status: str) -> None:
         state = members[i].state
-        model = models[i]
-        load_arrays(model, weights(i))
-        optimizer = sgd_state(model, {k: momentum[k][i] for k in params}, state.spec) if status == "running" else None
+        optimizer = None
+        if status == "running":
+            optimizer = sgd_state(group_template, list(params), {k: momentum[k][i] for k in params}, state.spec)
         state.save(status, weights(i), optimizer, device)
 
     active = list(range(len(members)))
@@ -220,15 +233,34 @@ def _train(members: list[Member], slots: list[torch.Tensor], ops: Operational, d
                      min(accuracies))
 
 
-def _evaluate(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-              autocast: object) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of one run's parameters on (x, y), in large batches."""
+@torch.no_grad()
+def evaluate_params(model: nn.Module, state: tuple[dict, dict], x: torch.Tensor, y: torch.Tensor,
+                    autocast: object) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of one run's parameters and buffers on (x, y), in large batches."""
     loss = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
     for start in range(0, len(x), EVAL_BATCH):
         with autocast:
-            logits = functional_call(model, params, (x[start:start + EVAL_BATCH],)).float()
+            logits = functional_call(model, state, (x[start:start + EVAL_BATCH],)).float()
         target = y[start:start + EVAL_BATCH]
         loss += F.cross_entropy(logits, target, reduction="sum").double()
         correct += (logits.argmax(1) == target).sum()
     return loss.item() / len(x), correct.item() / len(x)
+
+
+@torch.no_grad()
+def _evaluate_group(batched_forward: Callable, stacked: tuple[dict, dict], x_slots: torch.Tensor,
+                    slots: torch.Tensor, y: torch.Tensor, autocast: object) -> list[tuple[float, float]]:
+    """Mean cross-entropy and accuracy of every run (its own inputs and labels), chunked so that the group's
+    activations stay near EVAL_BATCH examples at a time."""
+    runs, n = y.shape
+    chunk = max(1, GROUP_EVAL_EXAMPLES // runs)
+    loss = torch.zeros(runs, device=y.device, dtype=torch.float64)
+    correct = torch.zeros(runs, device=y.device, dtype=torch.int64)
+    for start in range(0, n, chunk):
+        with autocast:
+            logits = batched_forward(*stacked, x_slots[slots, start:start + chunk]).float()
+        target = y[:, start:start + chunk]
+        loss += F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(runs, -1).sum(1).double()
+        correct += (logits.argmax(-1) == target).sum(1)
+    return [(l / n, c / n) for l, c in zip(loss.tolist(), correct.tolist())]

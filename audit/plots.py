@@ -75,7 +75,7 @@ def figure_1b(plt: Any, rows: list[dict[str, Any]]) -> Any:
         plot_points_and_medians(axes, points, family)
     axes.set_xlabel("label corruption p")
     axes.set_ylabel("time to fit, relative to true labels")
-    axes.set_title("Figure 1b: steps until 100% train accuracy", fontsize=10)
+    axes.set_title("Figure 1b: steps until fitted (train accuracy at the fit target)", fontsize=10)
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     return figure

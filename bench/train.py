@@ -5,12 +5,16 @@
   (b) audit, run by run (device-resident tensors, index batches, evaluation per epoch);
   (c) audit, batched (the grid's runs as one vmapped model).
 
-Every run trains a fixed number of epochs so that the three do the same work. The achieved training FLOP rate
-(3 × forward FLOPs per sample, forward = 2 × multiply-adds of the linear and conv layers) is given as a
-fraction of the matmul rate of this machine (a 1024³ fp32 product at the same thread count), measured here.
+The quick grid trains as the experiment does: every run until it fits (train accuracy on the whole train set,
+evaluated after every epoch, at the fit target) or its epoch budget; samples per second count the samples each
+method actually trained on. Other grids train a fixed number of epochs (--epochs) so that all methods do the
+same work. The achieved training FLOP rate (3 × forward FLOPs per trained sample, forward = 2 × multiply-adds
+of the linear and conv layers) is given as a fraction of this machine's matmul rate (a 1024³ fp32 product at
+the same thread count, measured in the same run); "all" adds the forward FLOPs of the per-epoch evaluations
+that the stopping rule needs.
 
-    python bench/train.py                      # the quick grid (digits) and the fig1-fashion grid
-    python bench/train.py --grids quick --epochs 5
+    python bench/train.py                      # the quick grid (to fit) and the fig1-fashion grid (4 epochs)
+    python bench/train.py --grids quick
 """
 
 from __future__ import annotations
@@ -40,19 +44,23 @@ from audit.train import Operational, make_model, make_optimizer, train_run  # no
 NO_CHECKPOINTS = Operational(device="cpu", checkpoint_seconds=1e9)  # one write per run, at its end
 
 
-def grid(name: str, epochs: int) -> list[RunSpec]:
-    """The experiment's runs, each trained exactly `epochs` epochs (never fitted before: fit target 1)."""
-    return [dataclasses.replace(spec, epochs=epochs, fit_target=1.0) for spec in experiments.load(name).expand()]
+def grid(name: str, epochs: int | None) -> list[RunSpec]:
+    """The experiment's runs; with `epochs`, each trains exactly that many (fit target out of reach)."""
+    specs = experiments.load(name).expand()
+    if epochs is None:
+        return specs
+    return [dataclasses.replace(spec, epochs=epochs, fit_target=1.0, loss_target=None) for spec in specs]
 
 
-def dataloader_loop(specs: list[RunSpec]) -> float:
-    """(a): the usual loop. Returns seconds."""
-    start = time.perf_counter()
+def dataloader_loop(specs: list[RunSpec]) -> tuple[float, int]:
+    """(a): the usual loop, with the same stopping rule. Returns (seconds, samples trained)."""
+    start, samples = time.perf_counter(), 0
     for spec in specs:
         data = build_run_data(spec)
         model = make_model(spec, data)
         optimizer = make_optimizer(spec, model)
-        loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=spec.batch_size, shuffle=True,
+        dataset = TensorDataset(data.x_train, data.y_train)
+        loader = DataLoader(dataset, batch_size=spec.batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(spec.seed))
         for _ in range(spec.epochs):
             model.train()
@@ -60,26 +68,33 @@ def dataloader_loop(specs: list[RunSpec]) -> float:
                 optimizer.zero_grad()
                 F.cross_entropy(model(x), y).backward()
                 optimizer.step()
+            samples += len(dataset)
             model.eval()
             with torch.no_grad():
-                correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in loader)
-            _ = correct / len(data.x_train)
-    return time.perf_counter() - start
+                correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in DataLoader(dataset, batch_size=1000))
+                test = sum(int((model(x).argmax(1) == y).sum())
+                           for x, y in DataLoader(TensorDataset(data.x_test, data.y_test), batch_size=1000))
+            if correct / len(dataset) >= spec.fit_target:
+                break
+    return time.perf_counter() - start, samples
 
 
-def audit_sequential(specs: list[RunSpec], folder: Path) -> float:
-    """(b): audit's loop, one run at a time. Returns seconds."""
+def trained_samples(records: list) -> int:
+    return sum(int(record.attrs["samples_seen"]) for record in records)
+
+
+def audit_sequential(specs: list[RunSpec], folder: Path) -> tuple[float, int]:
+    """(b): audit's loop, one run at a time. Returns (seconds, samples trained)."""
     start = time.perf_counter()
-    for spec in specs:
-        train_run(spec, folder / f"seq-{spec.run_id}.h5", NO_CHECKPOINTS)
-    return time.perf_counter() - start
+    records = [train_run(spec, folder / f"seq-{spec.run_id}.h5", NO_CHECKPOINTS) for spec in specs]
+    return time.perf_counter() - start, trained_samples(records)
 
 
-def audit_batched(specs: list[RunSpec], folder: Path) -> float:
-    """(c): audit's batched training of the whole grid. Returns seconds."""
+def audit_batched(specs: list[RunSpec], folder: Path) -> tuple[float, int]:
+    """(c): audit's batched training of the whole grid. Returns (seconds, samples trained)."""
     start = time.perf_counter()
-    train_group(specs, [folder / f"bat-{spec.run_id}.h5" for spec in specs], NO_CHECKPOINTS)
-    return time.perf_counter() - start
+    records = train_group(specs, [folder / f"bat-{spec.run_id}.h5" for spec in specs], NO_CHECKPOINTS)
+    return time.perf_counter() - start, trained_samples(records)
 
 
 def prepare(specs: list[RunSpec]) -> None:
@@ -88,50 +103,52 @@ def prepare(specs: list[RunSpec]) -> None:
         build_run_data(spec)
 
 
-def bench_grid(name: str, epochs: int, methods: list[str], rate: float) -> dict:
+def bench_grid(name: str, epochs: int | None, methods: list[str], rate: float) -> dict:
     specs = grid(name, epochs)
     prepare(specs)
     sample = build_run_data(specs[0])
-    samples = sum(spec.epochs for spec in specs) * len(sample.x_train)
-    flops_per_sample = training_flops(make_model(specs[0], sample), sample.input_shape)
-    result = {"grid": name, "runs": len(specs), "epochs": epochs, "samples": samples,
+    train_flops = training_flops(make_model(specs[0], sample), sample.input_shape)
+    # every trained epoch is followed by one forward pass over the train and the test set
+    eval_flops = train_flops / 3 * (len(sample.x_train) + len(sample.x_test)) / len(sample.x_train)
+    result = {"grid": name, "runs": len(specs), "epochs": epochs or "to fit",
               "batch_size": specs[0].batch_size, "model": specs[0].model}
+    runners = {"dataloader": lambda: dataloader_loop(specs),
+               "sequential": lambda: audit_sequential(specs, folder),
+               "batched": lambda: audit_batched(specs, folder)}
     with tempfile.TemporaryDirectory() as tmp:
-        timings = {}
-        if "dataloader" in methods:
-            timings["dataloader"] = dataloader_loop(specs)
-        if "sequential" in methods:
-            timings["sequential"] = audit_sequential(specs, Path(tmp))
-        if "batched" in methods:
-            timings["batched"] = audit_batched(specs, Path(tmp))
-    for method, seconds in timings.items():
-        result[f"{method}_samples_per_s"] = samples / seconds
-        result[f"{method}_fraction_of_matmul"] = samples * flops_per_sample / seconds / rate
-    if "dataloader" in timings:
-        for method in ("sequential", "batched"):
-            if method in timings:
-                result[f"{method}_over_dataloader"] = timings["dataloader"] / timings[method]
+        folder = Path(tmp)
+        for method in methods:
+            seconds, samples = runners[method]()
+            result[f"{method}_samples"] = samples
+            result[f"{method}_samples_per_s"] = samples / seconds
+            result[f"{method}_fraction_of_matmul"] = samples * train_flops / seconds / rate
+            result[f"{method}_fraction_all"] = samples * (train_flops + eval_flops) / seconds / rate
+    for method in ("sequential", "batched"):
+        if f"{method}_samples_per_s" in result and "dataloader_samples_per_s" in result:
+            result[f"{method}_over_dataloader"] = (result[f"{method}_samples_per_s"]
+                                                   / result["dataloader_samples_per_s"])
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grids", default="quick,fig1-fashion")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per run on grids other than quick")
     parser.add_argument("--methods", default="dataloader,sequential,batched")
     args = parser.parse_args()
     rate = matmul_rate(1024)
     print(f"threads {torch.get_num_threads()}; 1024³ fp32 matmul: {rate / 1e9:.1f} GFLOP/s")
     results = []
     for name in args.grids.split(","):
-        row = bench_grid(name, args.epochs, args.methods.split(","), rate)
+        row = bench_grid(name, None if name == "quick" else args.epochs, args.methods.split(","), rate)
         results.append(row)
-        print(f"\n{name}: {row['runs']} runs of {row['model']}, {row['epochs']} epochs each, batch {row['batch_size']}")
+        print(f"\n{name}: {row['runs']} runs of {row['model']}, epochs: {row['epochs']}, batch {row['batch_size']}")
         for method in ("dataloader", "sequential", "batched"):
             if f"{method}_samples_per_s" in row:
                 ratio = row.get(f"{method}_over_dataloader")
                 print(f"  {method:11s} {row[f'{method}_samples_per_s']:>10,.0f} samples/s   "
-                      f"{row[f'{method}_fraction_of_matmul']:.3f} of matmul rate"
+                      f"{row[f'{method}_fraction_of_matmul']:.3f} of matmul rate (training FLOPs), "
+                      f"{row[f'{method}_fraction_all']:.3f} (with evaluation)"
                       + (f"   {ratio:.1f}× the DataLoader loop" if ratio else ""))
     rate_after = matmul_rate(1024)
     print(f"\nmatmul rate again at the end: {rate_after / 1e9:.1f} GFLOP/s (a shared machine drifts)")

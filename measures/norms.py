@@ -113,9 +113,34 @@ def param_norm(ctx: Context) -> float:
     return sum(float(p.detach().double().pow(2).sum()) for p in ctx.model.parameters())
 
 
+SVD_LIMIT = 512  # matrices with both sides above this get power iteration instead of a full SVD
+POWER_TOL = 1e-7  # power iteration stops when σ changes by less than this, relatively, in one step
+POWER_MAX_ITERATIONS = 2000
+
+
+def top_singular_value(matrix: torch.Tensor, tol: float = POWER_TOL, max_iterations: int = POWER_MAX_ITERATIONS,
+                       seed: int = 0) -> float:
+    """‖A‖_2: exact (SVD) for small matrices, else power iteration on AᵀA from a seeded start, stopped when
+    σ changes by less than `tol` relatively (it approaches σ_max from below)."""
+    a = matrix.detach()
+    if min(a.shape) <= SVD_LIMIT:
+        return float(torch.linalg.matrix_norm(a.double(), ord=2))
+    generator = torch.Generator().manual_seed(seed)
+    v = torch.randn(a.shape[1], generator=generator, dtype=a.dtype).to(a.device)
+    v /= v.norm()
+    sigma = 0.0
+    for _ in range(max_iterations):
+        u = a @ v
+        previous, sigma = sigma, float(u.double().norm())
+        v = a.T @ u
+        v /= v.norm()
+        if abs(sigma - previous) <= tol * sigma:
+            break
+    return sigma
+
+
 def spectral_norms(ctx: Context) -> list[float]:
-    return ctx.cached("spectral-norms", lambda: [float(torch.linalg.matrix_norm(as_matrix(w).double(), ord=2))
-                                                  for w in weights(ctx.model)])
+    return ctx.cached("spectral-norms", lambda: [top_singular_value(as_matrix(w)) for w in weights(ctx.model)])
 
 
 @measure("spectral-sum", family="spectral", needs=("weights",), direction=1, cost="instant", log=True,

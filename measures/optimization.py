@@ -7,7 +7,6 @@ import math
 import torch
 
 from measures import Context, Undefined, measure
-from measures.functional import flat, loss_at, params_of
 
 
 def run_attr(ctx: Context, key: str) -> float:
@@ -41,10 +40,13 @@ def first_epoch_loss(ctx: Context) -> float:
 def grad_noise(ctx: Context, batch_size: int, batches: int, seed: int) -> float:
     x, y = ctx.require_train()
     size = batch_size or (ctx.spec.batch_size if ctx.spec is not None else 128)
-    params = params_of(ctx.model)
+    parameters = [p for p in ctx.model.parameters()]
 
     def gradient(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        return flat(torch.func.grad(lambda p: loss_at(ctx.model, p, xb, yb))(params)).double()
+        with torch.enable_grad():
+            loss = torch.nn.functional.cross_entropy(ctx.model(xb).float(), yb)
+            grads = torch.autograd.grad(loss, parameters)
+        return torch.cat([g.reshape(-1) for g in grads]).double()
 
     full = gradient(x, y)
     generator = torch.Generator().manual_seed(seed)
