@@ -92,9 +92,9 @@ AtOpt = Annotated[Optional[str], typer.Option(
 
 
 def parse_checkpoint(text: Optional[str]) -> tuple[int, float]:
-    """--checkpoint-every: N epochs (exactly), or Ns seconds; default every epoch, at most every 10 s."""
+    """--checkpoint-every: N epochs (exactly), or Ns seconds; default every epoch, at most every 30 s."""
     if text is None:
-        return 1, 10.0
+        return 1, 30.0
     try:
         if text.endswith("s"):
             seconds = float(text[:-1])
@@ -268,7 +268,7 @@ def run(
     device: DeviceOpt = "auto",
     checkpoint_every: Annotated[Optional[str], typer.Option(
         help="Checkpoint every N epochs (e.g. 1) or every N seconds (e.g. 30s). Default: every epoch, at most "
-             "one write per 10 s.")] = None,
+             "one write per 30 s.")] = None,
     keep: Annotated[Optional[str], typer.Option(
         help="Comma-separated points of training whose weights are kept: epoch:N, loss:X (first reached).")] = None,
     batch: Annotated[bool, typer.Option("--batch/--no-batch", help="Train runs of one architecture and data size "

@@ -42,7 +42,7 @@ class Operational:
 
     device: str = "auto"
     checkpoint_every: int = 1  # epochs between checkpoints...
-    checkpoint_seconds: float = 10.0  # ...and at least this many seconds between two of them (0: none)
+    checkpoint_seconds: float = 30.0  # ...and at least this many seconds between two of them (0: none)
     data_dir: Path | None = None
     download: bool = False
     keep: tuple[str, ...] = ()  # "epoch:N" / "loss:X": weights kept when the run first reaches the point
