@@ -278,6 +278,8 @@ def run(
     data_dir: DataDirOpt = None,
     download: DownloadOpt = False,
     correction: CorrectionOpt = "holm",
+    plan: Annotated[bool, typer.Option("--plan", help="Validate and list the runs the experiment would train, "
+                                                      "with their state in the store; train nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train every run of an experiment into its store (skipping complete runs, resuming the rest),
@@ -303,13 +305,20 @@ def run(
     ops = Operational(device=device, checkpoint_every=every, checkpoint_seconds=seconds, data_dir=data_dir,
                       download=download, keep=spec.keep, batch=batch, precision=precision, compile=compile_)
     root = out or store_name(spec, overrides)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"store path {root} is a file; choose a directory with --out")
+    if plan:
+        print_plan(spec, root, as_json)
+        return
     from audit.data import build_run_data
 
     build_run_data(spec.expand()[0], data_dir, download)  # data problems surface before any store is made
     with Reporter(quiet=False) as reporter:
         outcome = run_grid(spec, root, ops, on_run=reporter.on_run, on_epoch=reporter.on_epoch)
         store = create_store(root)
-        code = score_and_report(store, names, ops, output, reporter, {}, extra_errors=outcome.errors + outcome.skipped)
+        for line in outcome.skipped:  # another process trains them: not a failure, and it is reported
+            print(f"audit: {line}", file=sys.stderr)
+        code = score_and_report(store, names, ops, output, reporter, {}, extra_errors=outcome.errors)
     raise typer.Exit(code)
 
 
@@ -385,6 +394,26 @@ def report_command(
     else:
         emit(target, rows, names, errors, output, list(measure))
     raise typer.Exit(1 if errors else 0)
+
+
+def print_plan(spec: Any, root: Path, as_json: bool) -> None:
+    """The runs of an experiment and what `audit run` would do with each."""
+    from audit.store import read_run
+
+    items = []
+    for run in spec.expand():
+        path = root / "runs" / f"{run.run_id}.h5"
+        try:
+            state = read_run(path, weights=False).status if path.exists() else "new"
+        except WorkError:
+            state = "corrupt (retrained)"
+        items.append({"run_id": run.run_id, "variant": run.variant_label, "seed": run.seed, "model": run.model,
+                      "dataset": run.dataset, "state": state, "spec": run.to_dict()})
+    if as_json:
+        print(report.dumps({"store": str(root), "runs": items}))
+        return
+    print_items(items, False, ["run_id", "variant", "seed", "model", "dataset", "state"],
+                note=f"store {root}: {sum(i['state'] != 'complete' for i in items)} of {len(items)} runs to train")
 
 
 def print_paper(paper: str, rows: list[dict[str, Any]], as_json: bool) -> None:

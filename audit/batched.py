@@ -28,6 +28,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from audit.models import build_model
 from audit.spec import RunSpec, derive_seed
 from audit.store import RunRecord
+from audit.testhooks import pause_point
 from audit.train import (EVAL_BATCH, Operational, RunState, autocast_for, load_arrays, make_model, make_optimizer,
                          open_run, resolve_device)
 
@@ -191,7 +192,10 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
         sub_momentum = {k: v[index] for k, v in momentum.items()}
         slots_now, labels_now = slot_of[index], y_train[index]
         batch_sum = torch.zeros(len(active), device=device)
+        half = (n // batch_size // 2) * batch_size
         for first_row in range(0, n, batch_size):
+            if first_row == half:
+                pause_point("mid-epoch")
             rows = perms[:, first_row:first_row + batch_size]
             inputs = x_slots[slots_now[:, None], rows]
             with autocast:

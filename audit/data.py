@@ -410,6 +410,10 @@ def build_run_data(spec: RunSpec, data_dir: Path | None = None, download: bool =
     varied = apply_variant(spec, clean_x, clean_y, base.x_test, base.y_test, base.num_classes)
     x_train, x_test = preprocess(spec.preprocess, varied.x_train, varied.x_test, clean_x)
     x_train, x_test = x_train.contiguous(), x_test.contiguous()
+    for part, tensor in (("train", x_train), ("test", x_test)):
+        if not bool(torch.isfinite(tensor).all()):
+            raise UsageError(f"the {part} inputs of {spec.dataset} contain NaN or infinite values after "
+                             f"{spec.preprocess} preprocessing; fix the data files (or choose another preprocessing)")
     record: dict[str, np.ndarray | int | str] = dict(varied.record)
     record["train_index"] = train_index
     record["train_labels"] = varied.y_train.numpy()

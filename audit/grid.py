@@ -13,7 +13,7 @@ from typing import Any
 import audit
 from audit.errors import UsageError, WorkError
 from audit.spec import ExperimentSpec, RunSpec, parse_variant
-from audit.store import DEFAULT_ROOT, RunLocked, RunRecord, Store, create_store, read_run, run_lock
+from audit.store import DEFAULT_ROOT, DiskFull, RunLocked, RunRecord, Store, create_store, read_run, run_lock
 from audit.batched import groups_of, train_group
 from audit.train import EpochCallback, Operational, train_run
 
@@ -105,6 +105,8 @@ def run_grid(experiment: ExperimentSpec, root: Path, ops: Operational = Operatio
                     records.append(train_run(held[0], paths[0], ops, on_epoch=on_epoch, lock=locks[0]))
                 else:
                     records += train_group(held, paths, ops, on_epoch=on_epoch, locks=locks)
+            except DiskFull:
+                raise
             except WorkError as err:
                 errors.append(str(err))
     return GridOutcome(records, skipped, errors)

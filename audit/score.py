@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 import measures
 from audit.data import build_run_data
 from audit.errors import WorkError
-from audit.store import RunLocked, RunRecord, Store, read_run, run_lock, write_run
+from audit.store import DiskFull, RunLocked, RunRecord, Store, read_run, run_lock, write_run
 from audit.train import Operational, load_arrays, make_model, resolve_device
 from measures.layers import prepare
 
@@ -43,7 +44,7 @@ def cache_key(name: str, at: str | None) -> str:
 
 def is_cached(record: RunRecord, name: str, settings: dict[str, Any], at: str | None = None) -> bool:
     entry = record.measures.get(cache_key(name, at))
-    if entry is None:
+    if entry is None or entry.get("failed"):
         return False
     return (int(entry.get("version", -1)) == measures.get(name).version
             and json.loads(entry.get("settings", "{}")) == settings)
@@ -79,28 +80,51 @@ def score_store(store: Store, names: list[str], ops: Operational = Operational()
         reached = at is None or at in record.kept
         if record.status == "complete" and todo and reached:
             try:
-                record = _score_run(path, todo, settings, ops, at)
+                record = _score_run(path, todo, settings, ops, at, recompute)
             except RunLocked as err:
                 errors.append(f"{path}: not scored now, {err}")
+            except DiskFull:
+                raise
             except WorkError as err:
                 errors.append(str(err) if str(path) in str(err) else f"{path}: {err}")
+            errors += [f"{path}: measure {key}: {entry['reason']}" for key, entry in record.measures.items()
+                       if entry.get("failed") and key.split("@")[0] in todo]
         records.append(record)
     return ScoreOutcome(records, errors)
 
 
+LOCK_WAIT_SECONDS = 300.0  # scoring a run is short: wait this long for another process that holds it
+
+
 def _score_run(path: Path, todo: list[str], settings: dict[str, dict[str, Any]], ops: Operational,
-               at: str | None) -> RunRecord:
-    with run_lock(path):
-        record = read_run(path)
-        ctx = context_for(record, ops, at)
-        for name in todo:
-            result = measures.evaluate(ctx, name, settings[name])
-            record.measures[cache_key(name, at)] = {"value": result.value, "seconds": result.seconds,
-                                     "version": measures.get(name).version,
-                                     "settings": json.dumps(settings[name], sort_keys=True), "reason": result.reason,
-                                     "detail": {k: np.asarray(v) for k, v in result.detail.items()}}
-        write_run(path, record)
-        torch.cuda.empty_cache() if ctx.device.type == "cuda" else None
+               at: str | None, recompute: bool = False) -> RunRecord:
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            with run_lock(path):
+                return _score_locked(path, todo, settings, ops, at, recompute)
+        except RunLocked:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _score_locked(path: Path, todo: list[str], settings: dict[str, dict[str, Any]], ops: Operational,
+                  at: str | None, recompute: bool) -> RunRecord:
+    record = read_run(path)
+    if not recompute:  # another process may have scored it while we waited
+        todo = [n for n in todo if not is_cached(record, n, settings[n], at)]
+    if not todo:
+        return record
+    ctx = context_for(record, ops, at)
+    for name in todo:
+        result = measures.evaluate(ctx, name, settings[name])
+        record.measures[cache_key(name, at)] = {
+            "value": result.value, "seconds": result.seconds, "version": measures.get(name).version,
+            "settings": json.dumps(settings[name], sort_keys=True), "reason": result.reason,
+            "failed": True if result.failed else None,
+            "detail": {k: np.asarray(v) for k, v in result.detail.items()}}
+    write_run(path, record, "measures")
     return record
 
 

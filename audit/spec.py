@@ -115,29 +115,30 @@ def parse_variant(text: str) -> tuple[str, float | None]:
     return name, None
 
 
-def _check_type(spec: RunSpec, name: str, kinds: tuple[type, ...], none_ok: bool = False) -> None:
-    value = getattr(spec, name)
+FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {  # field → (accepted types, None allowed)
+    **{name: ((str,), False) for name in ("dataset", "preprocess", "variant", "model", "optimizer", "augment")},
+    **{name: ((int,), False) for name in ("seed", "split_seed", "batch_size", "epochs")},
+    "train_size": ((int,), True),
+    **{name: ((float, int), False) for name in ("lr", "lr_decay", "momentum", "weight_decay", "fit_target",
+                                                 "dropout")},
+    "loss_target": ((float, int), True), "corrupt": ((float, int), True),
+    **{name: ((bool,), False) for name in ("corrupt_test", "batchnorm")},
+}
+
+
+def check_field(name: str, value: Any) -> None:
+    """Raise UsageError unless value has the type of spec field `name` (bools are not numbers here)."""
+    kinds, none_ok = FIELD_TYPES[name]
     if value is None and none_ok:
         return
-    if isinstance(value, bool) and bool not in kinds:
-        raise UsageError(f"spec field '{name}' must be {kinds[0].__name__}, got {value!r}")
-    if not isinstance(value, kinds):
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
         raise UsageError(f"spec field '{name}' must be {kinds[0].__name__}, got {value!r}")
 
 
 def validate(spec: RunSpec) -> None:
     """Raise UsageError naming the first invalid field; the spec is then never used."""
-    for name in ("dataset", "preprocess", "variant", "model", "optimizer", "augment"):
-        _check_type(spec, name, (str,))
-    for name in ("seed", "split_seed", "batch_size", "epochs"):
-        _check_type(spec, name, (int,))
-    _check_type(spec, "train_size", (int,), none_ok=True)
-    for name in ("lr", "lr_decay", "momentum", "weight_decay", "fit_target", "dropout"):
-        _check_type(spec, name, (float, int))
-    _check_type(spec, "loss_target", (float, int), none_ok=True)
-    _check_type(spec, "corrupt", (float, int), none_ok=True)
-    for name in ("corrupt_test", "batchnorm"):
-        _check_type(spec, name, (bool,))
+    for name in FIELD_TYPES:
+        check_field(name, getattr(spec, name))
     from audit.data import check_dataset_name
     from audit.models import model_entry
 
@@ -281,16 +282,14 @@ def experiment_from_dict(values: dict[str, Any], where: str) -> ExperimentSpec:
     base = values.get("base", {})
     if not isinstance(base, dict):
         raise UsageError(f"{where}: [base] must be a table")
-    for key in base:
-        if key not in RUN_FIELDS:
-            raise unknown_name("spec field", key, sorted(RUN_FIELDS))
     runs = values.get("runs", [])
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
         raise UsageError(f"{where}: runs must be an array of tables ([[runs]])")
-    for row in runs:
-        for key in row:
+    for row in [base, *runs]:
+        for key, value in row.items():
             if key not in RUN_FIELDS:
                 raise unknown_name("spec field", key, sorted(RUN_FIELDS))
+            check_field(key, value)
     grid = _normalize_axes(values.get("grid", {}), GRID_KEYS, "grid axis", where)
     sweep = _normalize_axes(values.get("sweep", {}), set(SWEEP_AXES), "sweep axis", where)
     name = values.get("name") or Path(where).stem

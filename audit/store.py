@@ -7,6 +7,7 @@ absent from the file. The schema is documented in the README.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -24,8 +25,9 @@ import numpy as np
 
 from audit.errors import UsageError, WorkError
 from audit.spec import RunSpec
+from audit.testhooks import pause_point
 
-SCHEMA = 1
+SCHEMA = 2  # 1: first release; 2: train_size/test_size attributes and weights/kept (schema 1 is migrated on read)
 STATUSES = ("running", "complete", "diverged")
 DEFAULT_ROOT = Path("audit-runs")
 
@@ -103,8 +105,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_replace(path: Path, write: Any) -> None:
-    """Call write(tmp_path), fsync the result and rename it over path."""
+class DiskFull(WorkError):
+    """No space left: the whole command stops, the store as it was."""
+
+
+def atomic_replace(path: Path, write: Any, stage: str = "file") -> None:
+    """Call write(tmp_path), fsync the result and rename it over path: readers see the old file or the new one."""
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         write(tmp)
@@ -113,9 +119,13 @@ def atomic_replace(path: Path, write: Any) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+        pause_point(f"write:{stage}")
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
+        if err.errno == errno.ENOSPC:
+            raise DiskFull(f"no space left on the device writing {path}: free some space and rerun; the store "
+                           "is as it was before this write") from None
         raise WorkError(f"could not write {path}: {err.strerror or err}; the previous file is unchanged") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -123,16 +133,16 @@ def atomic_replace(path: Path, write: Any) -> None:
     fsync_dir(path.parent)
 
 
-def write_run(path: Path, record: RunRecord) -> None:
-    """Replace the run file at path with record, atomically."""
+def write_run(path: Path, record: RunRecord, stage: str = "result") -> None:
+    """Replace the run file at path with record, atomically (stage names the write for the kill tests)."""
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
             _set_attrs(f, {
+                **record.attrs,  # first: the fields below are always recomputed
                 "schema": SCHEMA, "run_id": record.run_id, "spec": record.spec.canonical(),
                 "status": record.status, "fitted": bool(record.fitted),
                 "weights_sha256": weights_checksum(record.final) if record.final else None,
-                **record.attrs,
             })
             data = f.create_group("data")
             _set_attrs(data, {k: v for k, v in record.data.items() if not isinstance(v, np.ndarray)})
@@ -152,7 +162,7 @@ def write_run(path: Path, record: RunRecord) -> None:
                 _set_attrs(sub, {k: v for k, v in entry.items() if k != "detail"})
                 _write_arrays(sub, entry.get("detail", {}))
 
-    atomic_replace(path, write)
+    atomic_replace(path, write, stage)
     record.path = path
 
 
@@ -190,6 +200,7 @@ def read_run(path: Path, weights: bool = True) -> RunRecord:
             for tag, group in f.get("weights/kept", {}).items():
                 record.kept[tag] = {"attrs": {k: _plain(v) for k, v in group.attrs.items()},
                                     "weights": _read_arrays(group) if weights else {}}
+            migrate(record, int(attrs["schema"]))
     except WorkError:
         raise
     except (OSError, KeyError, ValueError, json.JSONDecodeError) as err:
@@ -198,6 +209,17 @@ def read_run(path: Path, weights: bool = True) -> RunRecord:
     if spec.run_id != attrs.get("run_id"):
         raise WorkError(f"{path}: the stored spec does not hash to its run id; the file was altered")
     return record
+
+
+def migrate(record: RunRecord, schema: int) -> None:
+    """Bring a record read from an older schema up to SCHEMA in memory; the next write stores it as SCHEMA."""
+    if schema < 2:
+        labels = record.data.get("train_labels")
+        record.attrs.setdefault("train_size", None if labels is None else int(len(labels)))
+        test_index = record.data.get("base_test_index")
+        if test_index is not None:
+            record.attrs.setdefault("test_size", int(len(test_index)))
+    record.attrs["schema"] = SCHEMA
 
 
 def pack_state(state: Any) -> bytes:
@@ -220,6 +242,9 @@ class RunLocked(Exception):
     """Another live process holds the run."""
 
 
+LOCK_STALE_SECONDS = 600.0  # a lock from another host whose heartbeat is older than this is stale
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -230,34 +255,61 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-LOCK_STALE_SECONDS = 600.0
-
-
 def _lock_is_stale(info: dict[str, Any]) -> bool:
     if info.get("host") == socket.gethostname():
         return not _pid_alive(int(info.get("pid", -1)))
     return time.time() - float(info.get("heartbeat", 0)) > LOCK_STALE_SECONDS
 
 
+def _read_lock(lock: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(lock.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _take_over(lock: Path, seen: dict[str, Any]) -> None:
+    """Remove a stale lock only if it is still the one judged stale: move it aside atomically and check."""
+    aside = lock.with_name(f"{lock.name}.stale{os.getpid()}")
+    try:
+        os.rename(lock, aside)
+    except FileNotFoundError:
+        return  # another process took it over first
+    if _read_lock(aside) == seen:
+        aside.unlink(missing_ok=True)
+    else:  # a fresh lock was created in between: put it back unless yet another one appeared
+        try:
+            os.link(aside, lock)
+        except FileExistsError:
+            pass
+        aside.unlink(missing_ok=True)
+
+
 @contextmanager
 def run_lock(path: Path) -> Iterator[Path]:
-    """Hold the lock file beside a run file; raise RunLocked if a live process holds it."""
+    """Hold the lock file beside a run file (created with O_EXCL: atomic on local file systems and NFSv3+);
+    raise RunLocked if a live process holds it. A stale lock (dead pid on this host, or a heartbeat older than
+    LOCK_STALE_SECONDS from another host) is taken over."""
     lock = path.with_suffix(".lock")
     info = {"owner": os.environ.get("USER", "?"), "pid": os.getpid(), "host": socket.gethostname(),
             "started": time.time(), "heartbeat": time.time()}
-    for _ in range(2):
+    for _ in range(3):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                held = json.loads(lock.read_text() or "{}")
-            except (OSError, json.JSONDecodeError):
-                held = {}
-            if held and not _lock_is_stale(held):
-                raise RunLocked(f"{path.name} is held by pid {held.get('pid')} on {held.get('host')}") from None
-            if not held and time.time() - lock.stat().st_mtime < 5:
-                raise RunLocked(f"{path.name} is being locked by another process") from None
-            lock.unlink(missing_ok=True)
+            held = _read_lock(lock)
+            if held is None:
+                continue
+            if not held:  # being written right now, or garbage
+                if time.time() - lock.stat().st_mtime < 30:
+                    raise RunLocked(f"{path.name} is being locked by another process") from None
+            elif not _lock_is_stale(held):
+                age = time.time() - float(held.get("heartbeat", 0))
+                raise RunLocked(f"{path.name} is held by pid {held.get('pid')} on {held.get('host')} "
+                                f"(heartbeat {age:.0f} s ago)") from None
+            _take_over(lock, held)
             continue
         with os.fdopen(fd, "w") as handle:
             json.dump(info, handle)
@@ -267,17 +319,22 @@ def run_lock(path: Path) -> Iterator[Path]:
     try:
         yield lock
     finally:
-        lock.unlink(missing_ok=True)
+        if (_read_lock(lock) or {}).get("pid") == os.getpid():
+            lock.unlink(missing_ok=True)
 
 
 def touch_lock(lock: Path) -> None:
-    """Refresh the heartbeat of a held lock."""
+    """Refresh the heartbeat of a held lock (replaced atomically, so readers never see half of it)."""
+    info = _read_lock(lock)
+    if not info or info.get("pid") != os.getpid():
+        return
+    info["heartbeat"] = time.time()
+    tmp = lock.with_name(f"{lock.name}.tmp{os.getpid()}")
     try:
-        info = json.loads(lock.read_text())
-        info["heartbeat"] = time.time()
-        lock.write_text(json.dumps(info))
-    except (OSError, json.JSONDecodeError):
-        pass
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, lock)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- stores

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import platform
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from audit.errors import UsageError, WorkError
 from audit.models import build_model
 from audit.spec import RunSpec, derive_seed
 from audit.store import RunRecord, pack_state, read_run, touch_lock, unpack_state, write_run
+from audit.testhooks import pause_point
 
 HISTORY_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
                    "batch_loss_sum", "seconds")
@@ -146,7 +149,10 @@ def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
     returns the sum of minibatch losses (on the device: no host synchronisation inside the epoch)."""
     perm = torch.randperm(len(x), generator=order).to(x.device)
     batch_sum = torch.zeros((), device=x.device)
+    half = (len(x) // batch_size // 2) * batch_size
     for first in range(0, len(x), batch_size):
+        if first == half:
+            pause_point("mid-epoch")
         index = perm[first:first + batch_size]
         inputs = x[index] if augmenter is None else augmenter(index)
         with autocast or contextlib.nullcontext():
@@ -235,6 +241,9 @@ class RunState:
                 self.record.kept[tag] = {"attrs": {c: self.history[c][-1] for c in columns}, "weights": weights()}
 
     def stop(self) -> str | None:
+        """The stop decision after the latest epoch; refreshes the lock's heartbeat on the way."""
+        if self.lock is not None:
+            touch_lock(self.lock)
         return outcome(self.spec, self.history)[0] if self.epoch > 0 else None
 
     def save(self, status: str, final: dict[str, np.ndarray], optimizer_state: dict[str, Any] | None,
@@ -259,7 +268,7 @@ class RunState:
             "augment_rng": self.augment_rng.get_state(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         })
-        write_run(self.path, record)
+        write_run(self.path, record, "checkpoint" if status == "running" else "result")
         self.last_save = time.monotonic()
         if self.lock is not None:
             touch_lock(self.lock)
@@ -279,6 +288,7 @@ def open_run(spec: RunSpec, path: Path, ops: Operational, device: torch.device,
                      history={c: [] for c in HISTORY_COLUMNS}, lock=lock, last_save=time.monotonic())
     state.record.attrs.update(device=str(device), torch_version=torch.__version__, audit_version=audit.__version__,
                               python_version=platform.python_version(), threads=torch.get_num_threads(),
+                              host=socket.gethostname(), pid=os.getpid(),
                               train_size=len(data.x_train), test_size=len(data.x_test))
     if previous is not None and previous.resume is not None:
         if previous.data.get("fingerprint_train") != data.record["fingerprint_train"]:

@@ -138,6 +138,7 @@ class Result:
     seconds: float
     reason: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)  # per-layer values etc., arrays or numbers
+    failed: bool = False  # the measure raised: recorded for this run, never cached
 
 
 def keep_detail(ctx: Context, name: str, **values: Any) -> None:
@@ -182,6 +183,12 @@ def evaluate(ctx: Context, name: str, overrides: dict[str, Any] | None = None) -
         value = float(measure_.fn(ctx, **settings))
     except Undefined as why:
         return Result(None, time.perf_counter() - start, str(why))
+    except (WorkError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # a bug or a model the measure does not handle: this run only
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        return Result(None, time.perf_counter() - start, f"failed: {type(error).__name__}: {first_line}",
+                      failed=True)
     seconds = time.perf_counter() - start
     detail = ctx.cache.pop(f"detail:{name}", {})
     if not math.isfinite(value):
