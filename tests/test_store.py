@@ -16,7 +16,7 @@ def test_a_store_reads_with_plain_h5py(small_store):
     for path in paths:
         with h5py.File(path, "r") as f:
             spec = json.loads(f.attrs["spec"])
-            assert f.attrs["schema"] == 1 and f.attrs["run_id"] == path.stem
+            assert f.attrs["schema"] == 2 and f.attrs["run_id"] == path.stem
             assert f.attrs["status"] == "complete" and bool(f.attrs["fitted"])
             assert set(f["weights/final"]) == {"1.weight", "1.bias", "3.weight", "3.bias"}
             assert f["weights/final/1.weight"].shape == (256, 64)
