@@ -310,9 +310,13 @@ def run(
     if plan:
         print_plan(spec, root, as_json)
         return
-    from audit.data import build_run_data
+    from audit.data import build_run_data, load_base
 
-    build_run_data(spec.expand()[0], data_dir, download)  # data problems surface before any store is made
+    for dataset, size in sorted({(r.dataset, r.train_size or 0) for r in spec.expand()}):
+        available = len(load_base(dataset, data_dir, download).y_train)  # missing data fails here, before any store
+        if size > available:
+            raise UsageError(f"train size {size} is larger than the {available} training images of {dataset}")
+    build_run_data(spec.expand()[0], data_dir, download)
     with Reporter(quiet=False) as reporter:
         outcome = run_grid(spec, root, ops, on_run=reporter.on_run, on_epoch=reporter.on_epoch)
         store = create_store(root)
