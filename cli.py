@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -188,11 +189,13 @@ def parse_settings(values: list[str]) -> dict[str, dict[str, Any]]:
 
 def score_and_report(store: Any, names: list[str], ops: Any, output: "Output", reporter: Reporter,
                      settings: dict[str, dict[str, Any]], recompute: bool = False, show: list[str] | None = None,
-                     extra_errors: list[str] | None = None, at: str | None = None) -> int:
+                     extra_errors: list[str] | None = None, at: str | None = None,
+                     only: set[str] | None = None) -> int:
     from audit.score import score_store
     from audit.verdict import run_rows
 
-    outcome = score_store(store, names, ops, settings, recompute=recompute, on_run=reporter.on_score, at=at)
+    outcome = score_store(store, names, ops, settings, recompute=recompute, on_run=reporter.on_score, at=at,
+                          only=only)
     errors = (extra_errors or []) + outcome.errors
     rows = run_rows(outcome.records, names, at)
     emit(store, rows, names, errors, output, show if show is not None else [])
@@ -278,13 +281,21 @@ def run(
     data_dir: DataDirOpt = None,
     download: DownloadOpt = False,
     correction: CorrectionOpt = "holm",
+    shard: Annotated[Optional[str], typer.Option(
+        help="Run a deterministic 1/N of the grid: I/N (every N-th run from the I-th), for job arrays.")] = None,
+    backend: Annotated[str, typer.Option(help="local (this process) or ray (a task per training group).")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local Ray).")] = None,
+    cpus_per_run: Annotated[float, typer.Option(help="Ray: CPUs per task (also its torch threads).")] = 1,
+    gpus_per_run: Annotated[float, typer.Option(help="Ray: GPUs per task.")] = 0,
+    ddp: Annotated[bool, typer.Option("--ddp", help="Data-parallel training of each run over the processes of a "
+                                                    "torchrun launch; rank 0 writes the store.")] = False,
     plan: Annotated[bool, typer.Option("--plan", help="Validate and list the runs the experiment would train, "
                                                       "with their state in the store; train nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train every run of an experiment into its store (skipping complete runs, resuming the rest),
     score the measures and print the verdict table. Without an argument it runs the quick audit."""
-    from audit.grid import apply_overrides, run_grid, store_name
+    from audit.grid import apply_overrides, store_name
     from audit.store import create_store
     from audit.train import Operational, resolve_device
 
@@ -302,13 +313,21 @@ def run(
         from audit.spec import parse_keep
 
         spec = dataclasses.replace(spec, keep=parse_keep([k.strip() for k in keep.split(",") if k.strip()], "--keep"))
+    from audit.grid import parse_shard
+
+    shard_range = parse_shard(shard)
+    if backend not in ("local", "ray"):
+        raise UsageError(f"unknown backend '{backend}': use local or ray")
+    if ddp and backend != "local":
+        raise UsageError("--ddp trains one run over the processes of a torchrun launch: use it with --backend local")
     ops = Operational(device=device, checkpoint_every=every, checkpoint_seconds=seconds, data_dir=data_dir,
-                      download=download, keep=spec.keep, batch=batch, precision=precision, compile=compile_)
+                      download=download, keep=spec.keep, batch=batch and not ddp, precision=precision,
+                      compile=compile_, ddp=ddp)
     root = out or store_name(spec, overrides)
     if root.exists() and not root.is_dir():
         raise UsageError(f"store path {root} is a file; choose a directory with --out")
     if plan:
-        print_plan(spec, root, as_json)
+        print_plan(spec, root, as_json, shard_range)
         return
     from audit.data import build_run_data, load_base
 
@@ -317,13 +336,44 @@ def run(
         if size > available:
             raise UsageError(f"train size {size} is larger than the {available} training images of {dataset}")
     build_run_data(spec.expand()[0], data_dir, download)
+    if backend == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UsageError("the Ray backend needs Ray: pip install -e '.[ray]'") from None
+    leave = None
+    if ddp:
+        from audit.distributed import init_ddp
+
+        leave = init_ddp(device)
+    try:
+        code = train_and_report(spec, root, ops, names, output, shard_range, backend, address, cpus_per_run,
+                                gpus_per_run)
+    finally:
+        if leave is not None:
+            leave()
+    raise typer.Exit(code)
+
+
+def train_and_report(spec: Any, root: Path, ops: Any, names: list[str], output: Output, shard: Any, backend: str,
+                     address: Optional[str], cpus_per_run: float, gpus_per_run: float) -> int:
+    from audit.grid import run_grid, shard_of
+    from audit.store import create_store
+
     with Reporter(quiet=False) as reporter:
-        outcome = run_grid(spec, root, ops, on_run=reporter.on_run, on_epoch=reporter.on_epoch)
+        if backend == "ray":
+            from audit.distributed import run_with_ray
+
+            outcome = run_with_ray(spec, root, ops, address, cpus_per_run, gpus_per_run, shard, reporter.on_run)
+        else:
+            outcome = run_grid(spec, root, ops, on_run=reporter.on_run, on_epoch=reporter.on_epoch, shard=shard)
+        if ops.ddp and int(os.environ.get("RANK", 0)) != 0:
+            return 0  # rank 0 scores and reports
         store = create_store(root)
         for line in outcome.skipped:  # another process trains them: not a failure, and it is reported
             print(f"audit: {line}", file=sys.stderr)
-        code = score_and_report(store, names, ops, output, reporter, {}, extra_errors=outcome.errors)
-    raise typer.Exit(code)
+        only = {s.run_id for s in shard_of(spec.expand(), shard)} if shard else None
+        return score_and_report(store, names, ops, output, reporter, {}, extra_errors=outcome.errors, only=only)
 
 
 @app.command()
@@ -400,12 +450,13 @@ def report_command(
     raise typer.Exit(1 if errors else 0)
 
 
-def print_plan(spec: Any, root: Path, as_json: bool) -> None:
-    """The runs of an experiment and what `audit run` would do with each."""
+def print_plan(spec: Any, root: Path, as_json: bool, shard: tuple[int, int] | None = None) -> None:
+    """The runs of an experiment (or of its shard) and what `audit run` would do with each."""
+    from audit.grid import shard_of
     from audit.store import read_run
 
     items = []
-    for run in spec.expand():
+    for run in shard_of(spec.expand(), shard):
         path = root / "runs" / f"{run.run_id}.h5"
         try:
             state = read_run(path, weights=False).status if path.exists() else "new"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,9 +65,30 @@ class GridOutcome:
 RunCallback = Callable[[int, int, RunSpec, str], None]
 
 
-def run_grid(experiment: ExperimentSpec, root: Path, ops: Operational = Operational(),
-             on_run: RunCallback | None = None, on_epoch: EpochCallback | None = None) -> GridOutcome:
-    """Train every run of the experiment into the store at root."""
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'I/N' → (I, N) with 1 ≤ I ≤ N."""
+    if text is None:
+        return None
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = 0, 0
+    if not 1 <= i <= n:
+        raise UsageError(f"--shard must be I/N with 1 ≤ I ≤ N (e.g. 2/3), got '{text}'")
+    return i, n
+
+
+def shard_of(specs: list[RunSpec], shard: tuple[int, int] | None) -> list[RunSpec]:
+    """A deterministic 1/N of the grid: every N-th run of the expanded order, starting at the I-th."""
+    if shard is None:
+        return specs
+    index, count = shard
+    return [spec for position, spec in enumerate(specs) if position % count == index - 1]
+
+
+def prepare_store(experiment: ExperimentSpec, root: Path) -> Store:
+    """Create the store and record the experiment (every shard writes the same expansion)."""
     specs = experiment.expand()
     store = create_store(root)
     previous = store.read_experiment()
@@ -74,42 +96,69 @@ def run_grid(experiment: ExperimentSpec, root: Path, ops: Operational = Operatio
     store.write_experiment({"audit_version": audit.__version__, "experiment": experiment.to_dict(),
                             "run_ids": sorted(known | {s.run_id for s in specs}),
                             "runs": {s.run_id: s.to_dict() for s in specs} | previous.get("runs", {})})
-    records, skipped, errors = [], [], []
-    pending = []
+    return store
+
+
+def pending_groups(store: Store, specs: list[RunSpec], ops: Operational) -> tuple[list[RunRecord], list[list[RunSpec]]]:
+    """The records of finished runs, and the rest grouped for training (batched groups where they apply)."""
+    records, pending = [], []
     for spec in specs:
         path = store.run_path(spec.run_id)
         if _status_of(path) in ("complete", "diverged"):
             records.append(read_run(path, weights=False))
         else:
             pending.append(spec)
+    return records, (groups_of(pending) if ops.batch else [[spec] for spec in pending])
+
+
+def train_held(group: list[RunSpec], store: Store, ops: Operational,
+               on_epoch: EpochCallback | None = None) -> GridOutcome:
+    """Lock the group's runs (skipping those another process holds) and train them, batched or alone."""
+    records, skipped, errors = [], [], []
+    with contextlib.ExitStack() as stack:
+        held, locks = [], []
+        for spec in group:
+            if ops.ddp and int(os.environ.get("RANK", 0)) != 0:  # rank 0 holds the locks and writes
+                held.append(spec)
+                locks.append(None)
+                continue
+            try:
+                locks.append(stack.enter_context(run_lock(store.run_path(spec.run_id))))
+                held.append(spec)
+            except RunLocked as err:
+                skipped.append(f"{spec.run_id}: skipped, {err}")
+        paths = [store.run_path(spec.run_id) for spec in held]
+        try:
+            if len(held) == 1:
+                records.append(train_run(held[0], paths[0], ops, on_epoch=on_epoch, lock=locks[0]))
+            elif held:
+                records += train_group(held, paths, ops, on_epoch=on_epoch, locks=locks)
+        except DiskFull:
+            raise
+        except WorkError as err:
+            errors.append(str(err))
+    return GridOutcome(records, skipped, errors)
+
+
+def run_grid(experiment: ExperimentSpec, root: Path, ops: Operational = Operational(),
+             on_run: RunCallback | None = None, on_epoch: EpochCallback | None = None,
+             shard: tuple[int, int] | None = None) -> GridOutcome:
+    """Train every run of the experiment (or of its shard) into the store at root, in this process."""
+    specs = shard_of(experiment.expand(), shard)
+    store = prepare_store(experiment, root)
+    records, groups = pending_groups(store, specs, ops)
+    outcome = GridOutcome(records, [], [])
     done = len(records)
-    for group in (groups_of(pending) if ops.batch else [[spec] for spec in pending]):
+    for group in groups:
         for offset, spec in enumerate(group):
             if on_run is not None:
                 on_run(done + offset, len(specs), spec, "batched" if len(group) > 1 else "training")
         done += len(group)
-        with contextlib.ExitStack() as stack:
-            held, locks = [], []
-            for spec in group:
-                path = store.run_path(spec.run_id)
-                try:
-                    locks.append(stack.enter_context(run_lock(path)))
-                    held.append(spec)
-                except RunLocked as err:
-                    skipped.append(f"{spec.run_id}: skipped, {err}")
-            if not held:
-                continue
-            paths = [store.run_path(spec.run_id) for spec in held]
-            try:
-                if len(held) == 1:
-                    records.append(train_run(held[0], paths[0], ops, on_epoch=on_epoch, lock=locks[0]))
-                else:
-                    records += train_group(held, paths, ops, on_epoch=on_epoch, locks=locks)
-            except DiskFull:
-                raise
-            except WorkError as err:
-                errors.append(str(err))
-    return GridOutcome(records, skipped, errors)
+        result = train_held(group, store, ops, on_epoch)
+        outcome.records += result.records
+        outcome.skipped += result.skipped
+        outcome.errors += result.errors
+    return outcome
 
 
 def _status_of(path: Path) -> str:

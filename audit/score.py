@@ -61,7 +61,7 @@ Progress = Callable[[str, int, int], None]
 
 def score_store(store: Store, names: list[str], ops: Operational = Operational(),
                 overrides: dict[str, dict[str, Any]] | None = None, recompute: bool = False,
-                on_run: Progress | None = None, at: str | None = None) -> ScoreOutcome:
+                on_run: Progress | None = None, at: str | None = None, only: set[str] | None = None) -> ScoreOutcome:
     """Compute the named measures on every complete run of the store that lacks them, caching each value;
     with `at`, on the weights kept at that point of training (runs that never reached it are skipped)."""
     overrides = overrides or {}
@@ -77,6 +77,8 @@ def score_store(store: Store, names: list[str], ops: Operational = Operational()
             errors.append(str(err))
             continue
         todo = [n for n in names if recompute or not is_cached(record, n, settings[n], at)]
+        if only is not None and record.run_id not in only:
+            todo = []  # another shard's run: reported as it is, scored by its shard
         reached = at is None or at in record.kept
         if record.status == "complete" and todo and reached:
             try:

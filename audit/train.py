@@ -52,6 +52,7 @@ class Operational:
     precision: str = "auto"  # auto: bf16 autocast for conv models on CUDA, else fp32; or fp32 | bf16
     compile: bool = False  # torch.compile the model (GPU path)
     batch: bool = True  # train runs of one architecture and data size together as one batched model
+    ddp: bool = False  # data parallel over the processes of a torchrun launch; rank 0 writes
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -144,21 +145,28 @@ EpochCallback = Callable[[int, int, float], None]
 
 def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
               batch_size: int, order: torch.Generator, augmenter: Augmenter | None = None,
-              autocast: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
+              autocast: contextlib.AbstractContextManager | None = None,
+              rank: int = 0, world: int = 1) -> torch.Tensor:
     """One pass over (x, y) in the order drawn from `order`, each batch augmented when an augmenter is given;
-    returns the sum of minibatch losses (on the device: no host synchronisation inside the epoch)."""
+    returns the sum of minibatch losses (on the device: no host synchronisation inside the epoch).
+
+    Data parallel (world > 1, the model wrapped in DDP): every rank draws the same order and takes every
+    world-th example of each minibatch; its loss is weighted so that DDP's gradient average is the gradient of
+    the whole minibatch's mean loss."""
     perm = torch.randperm(len(x), generator=order).to(x.device)
     batch_sum = torch.zeros((), device=x.device)
     half = (len(x) // batch_size // 2) * batch_size
     for first in range(0, len(x), batch_size):
         if first == half:
             pause_point("mid-epoch")
-        index = perm[first:first + batch_size]
+        whole = perm[first:first + batch_size]
+        index = whole[rank::world]
         inputs = x[index] if augmenter is None else augmenter(index)
         with autocast or contextlib.nullcontext():
             loss = F.cross_entropy(model(inputs).float(), y[index])
+        weighted = loss * (len(index) * world / len(whole)) if world > 1 else loss
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        weighted.backward()
         optimizer.step()
         batch_sum += loss.detach()
     return batch_sum
@@ -248,8 +256,10 @@ class RunState:
 
     def save(self, status: str, final: dict[str, np.ndarray], optimizer_state: dict[str, Any] | None,
              device: torch.device) -> None:
-        """Write the run file: a checkpoint while running, the result once stopped."""
+        """Write the run file: a checkpoint while running, the result once stopped (rank 0 only under DDP)."""
         record, history = self.record, self.history
+        if int(os.environ.get("RANK", 0)) != 0:
+            return
         record.status = status
         record.final = final
         record.history = {c: np.asarray(v, dtype=np.float64) for c, v in history.items()}
@@ -324,6 +334,9 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
             torch.cuda.set_rng_state(state.resume["cuda_rng"], device)
     else:
         torch.manual_seed(derive_seed(spec.seed, "dropout"))
+    rank, world = (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))) if ops.ddp else (0, 1)
+    if ops.ddp and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     model.to(device)
     optimizer.load_state_dict(optimizer.state_dict())  # moves the momentum buffers to the parameters' device
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
@@ -334,6 +347,10 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
         x_train = x_train.contiguous(memory_format=torch.channels_last)
         x_test = x_test.contiguous(memory_format=torch.channels_last)
     step_model = torch.compile(model) if ops.compile else model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_model = DistributedDataParallel(step_model, device_ids=[device.index] if device.type == "cuda" else None)
     n = len(x_train)
     augmenter = make_augmenter(spec.augment, spec.preprocess, data.augment_source().to(device), data.input_shape[-1],
                                state.augment_rng)
@@ -353,7 +370,7 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch_sum = run_epoch(step_model, optimizer, x_train, y_train, spec.batch_size, state.order, augmenter,
-                              autocast)
+                              autocast, rank, world)
         state.elapsed += time.perf_counter() - start
         state.samples += n
         state.add_row(state.epoch + 1, state.step + math.ceil(n / spec.batch_size), lr, batch_sum.item(),

@@ -19,3 +19,23 @@ def small_store(tmp_path_factory) -> Path:
                                       "--seeds", "2", "--lr", "0.1", "--out", str(root), "--json"])
     assert result.exit_code == 0, result.output
     return root
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory) -> tuple[Path, dict]:
+    """The README's first command, `audit run` (the quick audit), run once: (working folder, its JSON)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    folder = tmp_path_factory.mktemp("quick")
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        result = CliRunner().invoke(app, ["run", "--json"])
+    finally:
+        os.chdir(previous)
+    assert result.exit_code == 0, result.stderr
+    return folder, json.loads(result.stdout)

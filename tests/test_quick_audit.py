@@ -7,11 +7,9 @@ from typer.testing import CliRunner
 from cli import app
 
 
-def test_quick_audit_end_to_end(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["run", "--json"])
-    assert result.exit_code == 0, result.stderr
-    document = json.loads(result.stdout)
+def test_quick_audit_end_to_end(quick_run, monkeypatch):
+    folder, document = quick_run
+    monkeypatch.chdir(folder)
     assert document["store"] == "audit-runs/quick"
     runs = document["runs"]
     assert len(runs) == 27 and all(r["status"] == "complete" for r in runs)
