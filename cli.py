@@ -307,6 +307,8 @@ def run(
                  "variants": [v.strip() for v in variants.split(",") if v.strip()] if variants is not None else None}
     spec = apply_overrides(spec, overrides)
     names = resolve_names(measure, all_measures)
+    if not measure and not all_measures and all(r.model.startswith("kernel-") for r in spec.expand()):
+        names = ["rkhs-norm"]  # a kernel experiment: its measure is stored when each run is fitted
     every, seconds = parse_checkpoint(checkpoint_every)
     resolve_device(device)
     if keep is not None:
@@ -575,6 +577,118 @@ def show(
             mt.add_row(name, report.fmt(entry.get("value"), 5), report.fmt(entry.get("seconds"), 3),
                        entry.get("reason") or "")
         console.print(mt)
+
+
+@app.command()
+@guarded
+def expressivity(
+    n: Annotated[Optional[int], typer.Option("--n", help="Number of random Gaussian points (default 1000).")] = None,
+    d: Annotated[Optional[int], typer.Option("--d", help="Their dimension (default 50).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        help="Use a dataset's raw train inputs, flattened, instead of Gaussian points (e.g. digits).")] = None,
+    train_size: Annotated[Optional[int], typer.Option(help="Stratified, seeded subset of the dataset.")] = None,
+    variant: Annotated[str, typer.Option(
+        help="Labels: true, corrupt:P or random-labels (Gaussian points have only random labels).")] = "random-labels",
+    targets: Annotated[str, typer.Option(
+        help="labels (the variant's class indices) or real (standard Gaussian real values).")] = "labels",
+    seed: Annotated[int, typer.Option(help="Seed of the points, labels, targets and the direction a.")] = 0,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build the two-layer ReLU network of Theorem 1 (Zhang et al. §4) that fits n points in d dimensions
+    exactly with 2n + d weights, c(x) = Σ_j w_j max(⟨a, x⟩ − b_j, 0), in float64, and check it: the number
+    of weights, the largest interpolation error, the condition number of the triangular system A w = y, the
+    weight norms, and how the error grows with n (100, 200, 400, ... n). Class labels are fitted as one real
+    output equal to the label index. Duplicate inputs are merged (refused when their targets differ); a
+    direction a whose projections nearly tie is replaced by another seeded one."""
+    from audit.expressivity import expressivity as build
+
+    if dataset is None:
+        if train_size is not None:
+            raise UsageError("--train-size applies to --dataset; for Gaussian points give --n")
+        n, d = 1000 if n is None else n, 50 if d is None else d
+    elif n is not None or d is not None:
+        raise UsageError("--n and --d are for Gaussian points; with --dataset use --train-size (d is the image size)")
+    err_console.print(f"audit: building the 2n + d network on {'Gaussian points' if dataset is None else dataset}",
+                      style="dim")
+    document = build(n or 0, d or 0, dataset, train_size, variant, targets, seed, data_dir)
+    if as_json:
+        print(report.dumps(document))
+        return
+    console = out_console()
+    console.print(f"{document['points']:,} points in {document['d']} dimensions ({document['inputs']}), "
+                  f"targets: {document['variant'] or 'real values'}; {document['merged_duplicates']} duplicates merged")
+    rows = [("weights (2n + d)", f"{document['weights']:,}"), ("max |c(x_i) − y_i|", report.fmt(document["max_error"], 3)),
+            ("condition number of A", f"{report.fmt(document['condition_number'], 3)} ({document['condition_norm']})"),
+            ("smallest projection gap / spread", report.fmt(document["relative_gap"], 3)),
+            ("directions tried", str(document["directions_tried"])),
+            ("‖a‖, ‖b‖, ‖w‖", ", ".join(report.fmt(document[k], 4) for k in ("norm_a", "norm_b", "norm_w")))]
+    if "accuracy" in document:
+        rows.append(("train accuracy (nearest label)", report.fmt(document["accuracy"], 4)))
+    print_items([{"quantity": k, "value": v} for k, v in rows], False, ["quantity", "value"])
+    print_items(document["growth"], False, ["n", "max_error", "condition_number", "relative_gap"],
+                note="error and conditioning against n (the first n points, directions from the same seed)")
+
+
+@app.command()
+@guarded
+def kernel(
+    dataset: Annotated[str, typer.Option(help="digits, fashion-mnist, mnist or cifar10.")] = "fashion-mnist",
+    train_size: Annotated[Optional[int], typer.Option(help="Stratified, seeded subset of the train set "
+                                                           "(default 4000; 0 = all of it).")] = 4000,
+    variant: Annotated[str, typer.Option(help="true, corrupt:P or random-labels (test labels stay clean).")] = "true",
+    kind: Annotated[str, typer.Option("--kernel", help="gaussian, laplace, linear or polynomial.")] = "gaussian",
+    bandwidth: Annotated[Optional[float], typer.Option(
+        help="σ of the gaussian/laplace kernel (default: the median distance between train points).")] = None,
+    ridge: Annotated[float, typer.Option(help="Solve (K + ridge·I) α = Y; 0 = exact interpolation.")] = 0.0,
+    degree: Annotated[int, typer.Option(help="Degree of the polynomial kernel (x·x'/d + 1)^degree.")] = 2,
+    features: Annotated[str, typer.Option(
+        help="raw (pixels in [0, 1], flattened) or random-conv (a seeded random conv layer, ReLU, pooling).")] = "raw",
+    seed: Annotated[int, typer.Option(help="Seed of the label variant, the bandwidth subset and the features.")] = 0,
+    preprocess: Annotated[str, typer.Option(help="none (raw pixels, the paper's choice), standard or paper.")] = "none",
+    out: Annotated[Optional[Path], typer.Option(
+        help="Also write the fit into this store as a run (model kernel-...), for `audit report`.")] = None,
+    device: DeviceOpt = "cpu",
+    data_dir: DataDirOpt = None,
+    download: DownloadOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Minimum-norm kernel interpolation (Zhang et al. §5): solve K α = Y for one-hot train labels Y by a
+    float64 Cholesky in torch (a tiny jitter only if K is numerically singular), and report train error, test
+    error on the clean test labels, the RKHS norm sqrt(Σ_c α_cᵀ K α_c) (summed over the classes c), time and
+    memory. Before building K it estimates the memory and refuses (exit 1) when K would not fit."""
+    from audit.kernel import kernel_record, kernel_spec, fit_run
+    from audit.train import resolve_device
+
+    spec = kernel_spec(dataset, train_size or None, variant, kind, bandwidth, ridge, features, degree, seed,
+                       preprocess)
+    target = str(resolve_device(device))
+    store = None
+    if out is not None:
+        from audit.store import create_store
+
+        store = create_store(out)
+    stage = (lambda text: None) if as_json else (lambda text: err_console.print(f"audit: {text}", style="dim"))
+    outcome = fit_run(spec, data_dir, target, download, on_stage=stage)
+    document = dict(outcome.summary)
+    if store is not None:
+        from audit.store import write_run
+
+        path = store.run_path(spec.run_id)
+        write_run(path, kernel_record(spec, outcome))
+        experiment = store.read_experiment()
+        experiment.setdefault("kernel_runs", [])
+        if spec.run_id not in experiment["kernel_runs"]:
+            experiment["kernel_runs"].append(spec.run_id)
+        store.write_experiment(experiment)
+        document["store"] = str(store.root)
+    if as_json:
+        print(report.dumps(document))
+        return
+    keys = ["dataset", "train_size", "variant", "model", "bandwidth", "jitter", "train_error", "train_residual",
+            "test_error", "rkhs_norm", "seconds", "solve_seconds", "memory_gib"]
+    print_items([{"quantity": k, "value": document[k]} for k in keys], False, ["quantity", "value"],
+                note=f"run {spec.run_id}" + (f" written to {document['store']}" if store is not None else ""))
 
 
 @app.command("import")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from audit.flops import training_flops
 from audit.models import build_model
-from audit.spec import ExperimentSpec
+from audit.spec import KERNEL_PREFIX, ExperimentSpec
 
 # train size, input shape before preprocessing, classes
 SIZES = {"digits": (1347, (1, 8, 8), 10), "mnist": (60000, (1, 28, 28), 10),
@@ -25,6 +26,10 @@ def estimate(experiment: ExperimentSpec) -> dict[str, Any]:
         n, shape, classes = SIZES.get(spec.dataset, (10000, (3, 32, 32), 10))
         if spec.preprocess == "paper" and shape[1] > 28:
             shape = (shape[0], 28, 28)
+        if spec.model.startswith(KERNEL_PREFIX):  # kernel rows and Cholesky (n³/3) for n = train size
+            size = min(n, spec.train_size or n)
+            total += 2.0 * size * size * math.prod(shape) + size ** 3 / 3
+            continue
         key = (spec.model, shape, classes)
         if key not in cache:
             cache[key] = training_flops(build_model(spec.model, shape, classes), shape)

@@ -13,7 +13,7 @@ from typing import Any
 
 import audit
 from audit.errors import UsageError, WorkError
-from audit.spec import ExperimentSpec, RunSpec, parse_variant
+from audit.spec import KERNEL_PREFIX, ExperimentSpec, RunSpec, parse_variant
 from audit.store import DEFAULT_ROOT, DiskFull, RunLocked, RunRecord, Store, create_store, read_run, run_lock
 from audit.batched import groups_of, train_group
 from audit.train import EpochCallback, Operational, train_run
@@ -108,7 +108,9 @@ def pending_groups(store: Store, specs: list[RunSpec], ops: Operational) -> tupl
             records.append(read_run(path, weights=False))
         else:
             pending.append(spec)
-    return records, (groups_of(pending) if ops.batch else [[spec] for spec in pending])
+    kernels = [[spec] for spec in pending if spec.model.startswith(KERNEL_PREFIX)]  # fitted one at a time
+    pending = [spec for spec in pending if not spec.model.startswith(KERNEL_PREFIX)]
+    return records, kernels + (groups_of(pending) if ops.batch else [[spec] for spec in pending])
 
 
 def train_held(group: list[RunSpec], store: Store, ops: Operational,
@@ -129,7 +131,13 @@ def train_held(group: list[RunSpec], store: Store, ops: Operational,
                 skipped.append(f"{spec.run_id}: skipped, {err}")
         paths = [store.run_path(spec.run_id) for spec in held]
         try:
-            if len(held) == 1:
+            if len(held) == 1 and held[0].model.startswith(KERNEL_PREFIX):
+                from audit.kernel import train_kernel_run
+                from audit.train import resolve_device
+
+                records.append(train_kernel_run(held[0], paths[0], ops.data_dir, str(resolve_device(ops.device)),
+                                                ops.download))
+            elif len(held) == 1:
                 records.append(train_run(held[0], paths[0], ops, on_epoch=on_epoch, lock=locks[0]))
             elif held:
                 records += train_group(held, paths, ops, on_epoch=on_epoch, locks=locks)

@@ -13,6 +13,7 @@ from statistics import median
 from typing import Any
 
 from audit.errors import UsageError
+from audit.spec import KERNEL_PREFIX
 from audit.store import RunRecord
 from audit.verdict import variant_label
 
@@ -162,10 +163,13 @@ def write_figures(records: list[RunRecord], rows: list[dict[str, Any]], names: l
 
     families = sorted({r["family"] for r in rows})
     for family in families:
+        if all(r["model"].startswith(KERNEL_PREFIX) for r in rows if r["family"] == family):
+            continue  # a kernel fit has no learning curve
         suffix = "" if len(families) == 1 else f"-{slug(family)}"
         save(figure_1a(plt, records, rows, family), f"fig1a{suffix}")
-    if label_axis(rows):
+    if any(not r["model"].startswith(KERNEL_PREFIX) for r in label_axis(rows)):  # kernel fits take no steps
         save(figure_1b(plt, rows), "fig1b")
+    if label_axis(rows):
         save(figure_1c(plt, rows, num_classes), "fig1c")
     for name in names:
         save(figure_measure(plt, rows, name), f"measure-{slug(name)}")

@@ -15,6 +15,7 @@ import torch
 import measures
 from audit.data import build_run_data
 from audit.errors import WorkError
+from audit.spec import KERNEL_PREFIX
 from audit.store import DiskFull, RunLocked, RunRecord, Store, read_run, run_lock, write_run
 from audit.train import Operational, load_arrays, make_model, resolve_device
 from measures.layers import prepare
@@ -79,6 +80,8 @@ def score_store(store: Store, names: list[str], ops: Operational = Operational()
         todo = [n for n in names if recompute or not is_cached(record, n, settings[n], at)]
         if only is not None and record.run_id not in only:
             todo = []  # another shard's run: reported as it is, scored by its shard
+        if record.spec.model.startswith(KERNEL_PREFIX):
+            todo = []  # a kernel run: its measure (rkhs-norm) is written when it is fitted; network ones don't apply
         reached = at is None or at in record.kept
         if record.status == "complete" and todo and reached:
             try:

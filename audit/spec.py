@@ -25,6 +25,7 @@ INPUT_VARIANTS = ("shuffled-pixels", "random-pixels", "gaussian")
 VARIANTS = LABEL_VARIANTS + INPUT_VARIANTS
 OPTIMIZERS = ("sgd", "adam")
 PREPROCESSINGS = ("standard", "paper", "none")
+KERNEL_PREFIX = "kernel-"  # a model named kernel-KIND[,...] is a kernel machine (audit.kernel), not a network
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,12 @@ def validate(spec: RunSpec) -> None:
     from audit.models import model_entry
 
     check_dataset_name(spec.dataset)
-    model_entry(spec.model)
+    if spec.model.startswith(KERNEL_PREFIX):
+        from audit.kernel import parse_kernel_model
+
+        parse_kernel_model(spec.model)
+    else:
+        model_entry(spec.model)
     if spec.variant not in VARIANTS:
         raise unknown_name("variant", spec.variant, list(VARIANTS))
     expected = {"true": 0.0, "random-labels": 1.0}.get(spec.variant)

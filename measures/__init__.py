@@ -216,7 +216,7 @@ def compute(model: nn.Module, names_: list[str], train: tuple[torch.Tensor, torc
 
 
 def _load_families() -> None:
-    from measures import capacity, curvature, information, margin, norms, optimization, sensitivity, sharpness, spectra  # noqa: F401  (registration)
+    from measures import capacity, curvature, information, kernel, margin, norms, optimization, sensitivity, sharpness, spectra  # noqa: F401  (registration)
 
 
 __all__ = ["MEASURES", "Context", "Measure", "Result", "Undefined", "compute", "evaluate", "get", "measure",
