@@ -116,7 +116,8 @@ def check_point(at: Optional[str]) -> Optional[str]:
     return at
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 DataDirOpt = Annotated[Optional[Path], typer.Option(
-    "--data-dir", help="Folder of downloaded datasets (torchvision layout); default ~/.cache/audit/data.")]
+    "--data-dir", help="Folder of downloaded datasets (torchvision layout; for imagenet the folder holding "
+                       "train/ and val/, or its parent holding imagenet/); default ~/.cache/audit/data.")]
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Download missing datasets (needs a network).")]
 
 
@@ -250,13 +251,17 @@ def resolve_names(measure: list[str], all_: bool) -> list[str]:
 @guarded
 def run(
     experiment: Annotated[str, typer.Argument(help="A shipped experiment name or a .toml file.")] = "quick",
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset: digits, mnist, fashion-mnist.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        help="Dataset: digits, mnist, fashion-mnist, cifar10, cifar100, svhn, imagenet, folder:PATH.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model name, e.g. mlp-1x512 (see `audit list models`).")] = None,
     variants: Annotated[Optional[str], typer.Option(
         help="Comma-separated variants: true, corrupt:P, random-labels, shuffled-pixels, random-pixels, gaussian.")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Number of seeds: seeds 0..N-1.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Most epochs per run.")] = None,
     train_size: Annotated[Optional[int], typer.Option(help="Stratified, seeded subset of the train set.")] = None,
+    preprocess: Annotated[Optional[str], typer.Option(
+        help="Preprocessing: standard, paper, none, or imagenet[:SIZE] for the imagenet dataset (resize to "
+             "SIZE·342/299, centre crop SIZE, default 299).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,
     lr_decay: Annotated[Optional[float], typer.Option(help="Learning rate multiplied by this every epoch.")] = None,
     momentum: Annotated[Optional[float], typer.Option(help="SGD momentum.")] = None,
@@ -301,7 +306,8 @@ def run(
 
     output = Output(as_json, correction=correction)
     spec = experiments.load(experiment)
-    overrides = {"dataset": dataset, "model": model, "epochs": epochs, "train_size": train_size, "lr": lr,
+    overrides = {"dataset": dataset, "model": model, "epochs": epochs, "train_size": train_size,
+                 "preprocess": preprocess, "lr": lr,
                  "lr_decay": lr_decay, "momentum": momentum, "weight_decay": weight_decay,
                  "batch_size": batch_size, "corrupt_test": corrupt_test, "seeds": seeds,
                  "variants": [v.strip() for v in variants.split(",") if v.strip()] if variants is not None else None}
@@ -416,7 +422,7 @@ def report_command(
     store: Annotated[Optional[Path], typer.Argument(help="Store directory (default: the latest under ./audit-runs).")] = None,
     measure: Annotated[list[str], typer.Option(help="Show only this measure, run by run (repeatable).")] = [],
     paper: Annotated[Optional[str], typer.Option(
-        help="Print our numbers beside the paper's, row by row: table1 or fig1.")] = None,
+        help="Print our numbers beside the paper's, row by row: table1, table2 (ImageNet) or fig1.")] = None,
     at: AtOpt = None,
     correction: CorrectionOpt = "holm",
     csv: CsvOpt = None,
@@ -609,8 +615,6 @@ def expressivity(
         n, d = 1000 if n is None else n, 50 if d is None else d
     elif n is not None or d is not None:
         raise UsageError("--n and --d are for Gaussian points; with --dataset use --train-size (d is the image size)")
-    err_console.print(f"audit: building the 2n + d network on {'Gaussian points' if dataset is None else dataset}",
-                      style="dim")
     document = build(n or 0, d or 0, dataset, train_size, variant, targets, seed, data_dir)
     if as_json:
         print(report.dumps(document))

@@ -66,7 +66,9 @@ DATASETS = {
     "cifar10": "CIFAR-10 32x32 RGB, 50,000 + 10,000 (torchvision layout under --data-dir; --download to fetch)",
     "cifar100": "CIFAR-100 32x32 RGB, fine labels, 50,000 + 10,000 (torchvision layout; --download to fetch)",
     "svhn": "SVHN 32x32 RGB, 73,257 + 26,032, digit 0 labelled 0 (torchvision layout; --download to fetch)",
-    "folder:PATH": "your images: one subfolder per class (or train/ and test/ holding them), one size for all",
+    "folder:PATH": "your images: one subfolder per class (or train/ and test/ or val/ holding them), one size for all",
+    "imagenet": "ImageNet layout under --data-dir (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG), decoded lazily; "
+                "preprocess imagenet[:SIZE]",
 }
 FOLDER_PREFIX = "folder:"
 FOLDER_TEST_FRACTION = 0.25  # test share of a folder without train/ and test/, split like digits
@@ -290,16 +292,17 @@ def _load_folder(name: str) -> BaseData:
                          "per class")
     subfolders = _class_folders(root)
     test_index = None
-    if subfolders == ["test", "train"]:
+    if subfolders in (["test", "train"], ["train", "val"]):  # val/ is ImageNet's name for the test split
+        test = subfolders[0] if subfolders[0] != "train" else subfolders[1]
         classes = _class_folders(root / "train")
-        extra = sorted(set(_class_folders(root / "test")) - set(classes))
+        extra = sorted(set(_class_folders(root / test)) - set(classes))
         if extra:
-            raise UsageError(f"dataset {name}: test class folder '{extra[0]}' has no counterpart in "
+            raise UsageError(f"dataset {name}: {test} class folder '{extra[0]}' has no counterpart in "
                              f"{root / 'train'}")
         train_files = _image_files(root / "train", classes, every_class=True)
-        x, y = _read_images(train_files + _image_files(root / "test", classes, every_class=False))
+        x, y = _read_images(train_files + _image_files(root / test, classes, every_class=False))
         if len(y) == len(train_files):
-            raise UsageError(f"dataset {name}: {root / 'test'} holds no images in class subfolders")
+            raise UsageError(f"dataset {name}: {root / test} holds no images in class subfolders")
         x_train, y_train, x_test, y_test = x[:len(train_files)], y[:len(train_files)], x[len(train_files):], \
             y[len(train_files):]
     else:
@@ -339,6 +342,10 @@ def load_base(name: str, data_dir: Path | None = None, download: bool = False) -
         return _load_idx_dataset(name, Path(data_dir or default_data_dir()), download)
     if name in ("cifar10", "cifar100", "svhn"):
         return _load_torchvision_dataset(name, Path(data_dir or default_data_dir()), download)
+    if name == "imagenet":
+        from audit.imagenet import load_imagenet
+
+        return load_imagenet(Path(data_dir or default_data_dir()))
     check_dataset_name(name)
     return _load_folder(name)
 
@@ -372,7 +379,15 @@ def preprocess(kind: str, x_train: torch.Tensor, x_test: torch.Tensor,
         return (x_train - mean) / std, (x_test - mean) / std
     if kind == "paper":
         return whiten_per_image(centre_crop(x_train, 28)), whiten_per_image(centre_crop(x_test, 28))
-    raise unknown_name("preprocessing", kind, ["standard", "paper", "none"])
+    from audit.imagenet import LazyImages, channel_stats, image_size
+
+    size = image_size(kind)
+    if size is not None and isinstance(x_train, LazyImages):
+        mean, std = channel_stats(clean_train, size)
+        return x_train.preprocessed(size, mean, std), x_test.preprocessed(size, mean, std)
+    if size is not None:
+        raise UsageError(f"preprocessing '{kind}' is for the imagenet dataset; use standard, paper or none")
+    raise unknown_name("preprocessing", kind, ["standard", "paper", "none", "imagenet[:SIZE]"])
 
 
 def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -395,7 +410,8 @@ def whiten_per_image(x: torch.Tensor) -> torch.Tensor:
 def fingerprint(*tensors: torch.Tensor) -> str:
     digest = hashlib.sha256()
     for tensor in tensors:
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        lazy = hasattr(tensor, "identity")  # LazyImages: files and preprocessing, not decoded pixels
+        digest.update(tensor.identity() if lazy else tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -403,14 +419,20 @@ def build_run_data(spec: RunSpec, data_dir: Path | None = None, download: bool =
     """The data a run fits, rebuilt from its spec alone: subset → variant → preprocessing."""
     from audit.variants import apply_variant
 
+    from audit.imagenet import LazyImages
+
     base = load_base(spec.dataset, data_dir, download)
     train_index = stratified_subset(base.y_train, spec.train_size, spec.split_seed)
-    clean_x = base.x_train[train_index]
+    lazy = isinstance(base.x_train, LazyImages)
+    if lazy and spec.variant not in ("true", "corrupt", "random-labels"):
+        raise UsageError(f"variant '{spec.variant}' changes pixels, but {spec.dataset} is read lazily from its "
+                         "files: use true, corrupt:P or random-labels")
+    clean_x = base.x_train.subset(train_index) if lazy else base.x_train[train_index]
     clean_y = base.y_train[train_index]
     varied = apply_variant(spec, clean_x, clean_y, base.x_test, base.y_test, base.num_classes)
     x_train, x_test = preprocess(spec.preprocess, varied.x_train, varied.x_test, clean_x)
     x_train, x_test = x_train.contiguous(), x_test.contiguous()
-    for part, tensor in (("train", x_train), ("test", x_test)):
+    for part, tensor in (("train", x_train), ("test", x_test)) if not lazy else ():
         if not bool(torch.isfinite(tensor).all()):
             raise UsageError(f"the {part} inputs of {spec.dataset} contain NaN or infinite values after "
                              f"{spec.preprocess} preprocessing; fix the data files (or choose another preprocessing)")

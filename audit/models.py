@@ -158,6 +158,24 @@ def inception_small(input_shape: tuple[int, ...], num_classes: int, dropout: flo
     return nn.Sequential(*layers)
 
 
+INCEPTION_V3_MIN = 75  # torchvision's Inception v3 has three 'valid' stride-2 stages and a final 3×3 conv
+
+
+def inception_v3(input_shape: tuple[int, ...], num_classes: int, dropout: float = 0.0,
+                 batchnorm: bool = True) -> nn.Module:
+    """torchvision's Inception v3 (no auxiliary head, its own truncated-normal init) for RGB images of at least
+    75×75 (299×299 is the paper's); dropout acts on the pooled features before the classifier."""
+    import torchvision
+
+    channels, _, _ = _image_shape("inception-v3", input_shape, INCEPTION_V3_MIN)
+    if channels != 3:
+        raise UsageError(f"model 'inception-v3' needs RGB images (3 channels), got {channels}")
+    if not batchnorm:
+        raise UsageError("model 'inception-v3' always has batch norm: batchnorm must be true")
+    return torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True,
+                                           num_classes=num_classes, dropout=dropout)
+
+
 MODELS: dict[str, ModelEntry] = {name: _mlp_entry(name) for name in ("mlp-1x512", "mlp-3x512")}
 MODELS["alexnet-small"] = ModelEntry(
     "alexnet-small", "small AlexNet: 2 × [conv 5×5 64, max pool 3×3/2, LRN], FC 384, FC 192",
@@ -170,6 +188,9 @@ MODELS["inception-small-nobn"] = ModelEntry(
     "inception-small-nobn", "small Inception without batch norm (conv biases instead)",
     lambda input_shape, num_classes, dropout=0.0, batchnorm=True: inception_small(
         input_shape, num_classes, dropout, batchnorm=False))
+MODELS["inception-v3"] = ModelEntry(
+    "inception-v3", "torchvision's Inception v3 (23.8M parameters at 1000 classes), RGB images ≥ 75×75, the "
+    "paper's ImageNet model", inception_v3)
 
 
 def _imported_entry(name: str) -> ModelEntry:

@@ -36,7 +36,18 @@ FIG1: dict[str, dict[str, float]] = {
     "alexnet-small": {"error_p0": 0.30, "error_p1": 0.90, "fit_ratio_p1": 1.55},
     "mlp-1x512": {"error_p0": 0.50, "error_p1": 0.90, "fit_ratio_p1": 2.0},
 }
-PAPERS = ("table1", "fig1")
+# Table 2 (ImageNet, Inception v3): (augmentation, dropout, weight decay, variant) → train top-1, top-5, test top-1,
+# top-5 (%)
+TABLE2: list[tuple[bool, bool, bool, str, float, float, float, float]] = [
+    (True, True, True, "true", 92.18, 99.21, 77.84, 93.92),
+    (True, False, False, "true", 92.33, 99.17, 72.95, 90.43),
+    (False, False, True, "true", 90.60, 100.0, 67.18, 86.44),
+    (False, False, False, "true", 99.53, 100.0, 59.80, 80.38),
+    (False, True, True, "random-labels", 91.18, 97.95, 0.09, 0.49),
+    (False, False, True, "random-labels", 87.81, 96.15, 0.12, 0.50),
+    (False, False, False, "random-labels", 95.20, 99.14, 0.11, 0.56),
+]
+PAPERS = ("table1", "table2", "fig1")
 
 
 def table1_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -72,9 +83,36 @@ def fig1_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def table2_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each Table 2 row with the median of our matching ImageNet Inception v3 runs (seeds): top-1 and top-5 (%),
+    train and test, and the differences; top-5 is null for runs that did not record it."""
+    out = []
+
+    def med(values: list[float | None]) -> float | None:
+        known = [100 * v for v in values if v is not None]
+        return median(known) if known else None
+
+    for augment, dropout, decay, variant, *paper in TABLE2:
+        ours = [r for r in rows if r["status"] == "complete" and r["dataset"] == "imagenet"
+                and r["model"] == "inception-v3" and r["variant"] == variant
+                and (r["hyperparameters"]["augment"] != "none") == augment
+                and (r["hyperparameters"]["dropout"] > 0) == dropout
+                and (r["hyperparameters"]["weight_decay"] > 0) == decay]
+        line: dict[str, Any] = {"augment": augment, "dropout": dropout, "weight_decay": decay, "variant": variant,
+                                "runs": len(ours)}
+        for key, value in zip(("train", "train_top5", "test", "test_top5"), paper):
+            field = {"train": "train_acc", "test": "test_acc"}.get(key, key)
+            mine = med([r.get(field) for r in ours])
+            line.update({f"paper_{key}": value, key: mine, f"{key}_diff": None if mine is None else mine - value})
+        out.append(line)
+    return out
+
+
 def compare(paper: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if paper == "table1":
         return table1_rows(rows)
+    if paper == "table2":
+        return table2_rows(rows)
     if paper == "fig1":
         return fig1_rows(rows)
     raise UsageError(f"unknown paper comparison '{paper}': use one of {', '.join(PAPERS)}")

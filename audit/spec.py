@@ -180,8 +180,13 @@ def validate(spec: RunSpec) -> None:
         raise UsageError(f"loss_target must be positive, got {spec.loss_target}")
     if spec.optimizer not in OPTIMIZERS:
         raise unknown_name("optimizer", spec.optimizer, list(OPTIMIZERS))
-    if spec.preprocess not in PREPROCESSINGS:
-        raise unknown_name("preprocessing", spec.preprocess, list(PREPROCESSINGS))
+    from audit.imagenet import image_size
+
+    if spec.preprocess not in PREPROCESSINGS and image_size(spec.preprocess) is None:
+        raise unknown_name("preprocessing", spec.preprocess, [*PREPROCESSINGS, "imagenet[:SIZE]"])
+    if (spec.dataset == "imagenet") != (image_size(spec.preprocess) is not None):
+        raise UsageError(f"dataset {spec.dataset} with preprocessing '{spec.preprocess}': the imagenet dataset "
+                         "takes preprocess imagenet or imagenet:SIZE, and only it does")
     if spec.augment not in ("none", "crop", "flip", "crop+flip"):
         raise unknown_name("augmentation", spec.augment, ["none", "crop", "flip", "crop+flip"])
 

@@ -100,22 +100,42 @@ def make_optimizer(spec: RunSpec, model: nn.Module) -> torch.optim.Optimizer:
                            weight_decay=spec.weight_decay)
 
 
-@torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH,
              autocast: contextlib.AbstractContextManager | None = None) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of the model in eval mode on (x, y), in large batches."""
+    loss, accuracy, _ = evaluate_full(model, x, y, batch, autocast)
+    return loss, accuracy
+
+
+@torch.inference_mode()
+def evaluate_full(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH,
+                  autocast: contextlib.AbstractContextManager | None = None, rank: int = 0,
+                  world: int = 1) -> tuple[float, float, float | None]:
+    """Mean cross-entropy, accuracy and top-5 accuracy (None under 5 classes) in eval mode. Lazily read images
+    go in their own (smaller) batches; data parallel (world > 1), each rank evaluates every world-th batch and
+    the sums are all-reduced, so every rank gets the same numbers."""
     was_training = model.training
     model.eval()
-    loss = torch.zeros((), device=x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=x.device, dtype=torch.int64)
-    for start in range(0, len(x), batch):
+    batch = min(batch, getattr(x, "eval_batch", batch))
+    sums = torch.zeros(4, device=x.device, dtype=torch.float64)  # loss, correct, correct in the top 5, ≥ 5 classes
+    for number, start in enumerate(range(0, len(x), batch)):
+        if number % world != rank:
+            continue
         with autocast or contextlib.nullcontext():
             logits = model(x[start:start + batch]).float()
         target = y[start:start + batch]
-        loss += F.cross_entropy(logits, target, reduction="sum").double()
-        correct += (logits.argmax(1) == target).sum()
+        sums[0] += F.cross_entropy(logits, target, reduction="sum").double()
+        sums[1] += (logits.argmax(1) == target).sum()
+        if logits.shape[1] >= 5:
+            sums[2] += (logits.topk(5, dim=1).indices == target[:, None]).any(dim=1).sum()
+            sums[3] = 1
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(sums)
     model.train(was_training)
-    return loss.item() / len(x), correct.item() / len(x)
+    loss, correct, top5, has_top5 = sums.tolist()
+    return loss / len(x), correct / len(x), top5 / len(x) if has_top5 else None
 
 
 def outcome(spec: RunSpec, history: dict[str, list[float]]) -> tuple[str | None, dict[str, float | int | None]]:
@@ -161,14 +181,18 @@ def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
             pause_point("mid-epoch")
         whole = perm[first:first + batch_size]
         index = whole[rank::world]
-        inputs = x[index] if augmenter is None else augmenter(index)
+        inputs = x[index] if augmenter is None else augmenter(whole, rank, world)
         with autocast or contextlib.nullcontext():
             loss = F.cross_entropy(model(inputs).float(), y[index])
         weighted = loss * (len(index) * world / len(whole)) if world > 1 else loss
         optimizer.zero_grad(set_to_none=True)
         weighted.backward()
         optimizer.step()
-        batch_sum += loss.detach()
+        batch_sum += weighted.detach() / world
+    if world > 1:  # every rank holds the sum of its shares: all-reduced, the whole minibatches' mean losses
+        import torch.distributed as dist
+
+        dist.all_reduce(batch_sum)
     return batch_sum
 
 
@@ -213,6 +237,8 @@ class RunState:
     samples: int = 0
     lock: Path | None = None
     last_save: float = 0.0  # time.monotonic() of the last checkpoint written
+    top5: tuple[float | None, float | None] = (None, None)  # train and test top-5 accuracy of the last evaluation
+    model: nn.Module | None = None  # the freshly initialized model (its init weights), for the trainer to reuse
 
     def checkpoint_due(self, ops: Operational) -> bool:
         """Every `checkpoint_every` epochs, but not more often than every `checkpoint_seconds`."""
@@ -271,6 +297,8 @@ class RunState:
                             samples_seen=self.samples, best_test_acc=history["test_acc"][best],
                             best_test_epoch=int(history["epoch"][best]),
                             first_epoch_loss_sum=history["batch_loss_sum"][1] if len(history["epoch"]) > 1 else None)
+        if self.top5[0] is not None:
+            record.attrs.update(train_top5=self.top5[0], test_top5=self.top5[1])
         if status == "diverged":
             record.attrs["diverged_epoch"] = self.epoch
         record.resume = None if status != "running" else pack_state({
@@ -291,11 +319,12 @@ def open_run(spec: RunSpec, path: Path, ops: Operational, device: torch.device,
     if previous is not None and previous.status != "running":
         return previous
     data = build_run_data(spec, ops.data_dir, ops.download)
-    init = state_arrays(make_model(spec, data))
+    model = make_model(spec, data)
+    init = state_arrays(model)
     state = RunState(spec=spec, path=path, data=data, record=RunRecord(spec=spec, data=dict(data.record), init=init),
                      order=torch.Generator().manual_seed(derive_seed(spec.seed, "order")),
                      augment_rng=torch.Generator().manual_seed(derive_seed(spec.seed, "augment")),
-                     history={c: [] for c in HISTORY_COLUMNS}, lock=lock, last_save=time.monotonic())
+                     history={c: [] for c in HISTORY_COLUMNS}, lock=lock, last_save=time.monotonic(), model=model)
     state.record.attrs.update(device=str(device), torch_version=torch.__version__, audit_version=audit.__version__,
                               python_version=platform.python_version(), threads=torch.get_num_threads(),
                               host=socket.gethostname(), pid=os.getpid(),
@@ -324,7 +353,7 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
     if isinstance(state, RunRecord):
         return state
     data = state.data
-    model = make_model(spec, data)
+    model, state.model = state.model, None  # built by open_run (a large model is slow to initialize twice)
     optimizer = make_optimizer(spec, model)
     if state.resume is not None:
         load_arrays(model, state.previous_final)
@@ -350,14 +379,19 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
+        from audit.distributed import sync_batchnorm
+
+        step_model = sync_batchnorm(step_model, device)
         step_model = DistributedDataParallel(step_model, device_ids=[device.index] if device.type == "cuda" else None)
     n = len(x_train)
     augmenter = make_augmenter(spec.augment, spec.preprocess, data.augment_source().to(device), data.input_shape[-1],
                                state.augment_rng)
 
     def evaluate_both() -> tuple[tuple[float, float], tuple[float, float]]:
-        return (evaluate(model, x_train, y_train, autocast=autocast),
-                evaluate(model, x_test, y_test, autocast=autocast))
+        *train, train_top5 = evaluate_full(model, x_train, y_train, autocast=autocast, rank=rank, world=world)
+        *test, test_top5 = evaluate_full(model, x_test, y_test, autocast=autocast, rank=rank, world=world)
+        state.top5 = (train_top5, test_top5)
+        return tuple(train), tuple(test)
 
     if not state.history["epoch"]:
         state.add_row(0, 0, spec.lr, 0.0, *evaluate_both())

@@ -123,7 +123,8 @@ def run_rows(records: list[RunRecord], names: list[str], at: str | None = None) 
             "run_id": record.run_id, "family": labels[spec.family_key()], "model": spec.model,
             "dataset": spec.dataset, "variant": spec.variant, "corrupt": spec.corrupt, "seed": spec.seed,
             "status": record.status, "fitted": record.fitted, "train_acc": train_acc, "test_acc": test_acc,
-            "gap": gap, "epochs": attrs.get("epochs"), "steps_to_fit": attrs.get("steps_to_fit"),
+            "train_top5": attrs.get("train_top5") if at is None else None,
+            "test_top5": attrs.get("test_top5") if at is None else None, "gap": gap, "epochs": attrs.get("epochs"), "steps_to_fit": attrs.get("steps_to_fit"),
             "test_size": attrs.get("test_size"), "hyperparameters": hyperparameters(spec),
             "measures": {name: measure_value(record, name, at) for name in names},
             "seconds": {name: record.measures[cache_key(name, at)].get("seconds") for name in names

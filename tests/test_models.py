@@ -32,6 +32,24 @@ def test_parameter_counts_match_the_paper(name, expected):
     assert count_params(build_model(name, (3, 28, 28), 10)) == expected
 
 
+def test_inception_v3_is_torchvisions_without_the_aux_head():
+    import torchvision
+
+    model = build_model("inception-v3", (3, 299, 299), 1000, seed=0)
+    assert count_params(model) == 23_834_568  # torchvision's inception_v3(aux_logits=False), counted directly
+    reference = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
+    assert [(k, v.shape) for k, v in model.state_dict().items()] == \
+        [(k, v.shape) for k, v in reference.state_dict().items()]
+    small = build_model("inception-v3", (3, 75, 75), 7, dropout=0.2, seed=0).eval()
+    assert small.dropout.p == 0.2
+    with torch.no_grad():
+        assert small(torch.randn(2, 3, 75, 75)).shape == (2, 7)
+    with pytest.raises(UsageError, match="at least 75×75"):
+        build_model("inception-v3", (3, 74, 80), 10)
+    with pytest.raises(UsageError, match="3 channels"):
+        build_model("inception-v3", (1, 80, 80), 10)
+
+
 def test_inception_without_batchnorm_is_the_nobn_architecture():
     plain = build_model("inception-small", (3, 28, 28), 10, batchnorm=False, seed=0)
     nobn = build_model("inception-small-nobn", (3, 28, 28), 10, seed=0)
