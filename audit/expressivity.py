@@ -208,8 +208,8 @@ def memory_check(n: int) -> None:
 
     needed, available = 8 * (3 * n * n + 2048 * n), available_bytes(torch.device("cpu"))
     if needed > 0.8 * available:
-        raise TooLarge(f"the expressivity construction on {n:,} points would need about {needed / 2**30:.1f} GiB, "
-                       f"{available / 2**30:.1f} GiB available; use fewer points (the triangular system alone "
+        raise TooLarge(f"the expressivity construction on {n:,} points would need about {needed / 2**30:.3g} GiB, "
+                       f"{available / 2**30:.3g} GiB available; use fewer points (the triangular system alone "
                        "is n² × 8 bytes)")
 
 

@@ -54,8 +54,8 @@ def require_memory(what: str, needed: int, device: torch.device, hint: str) -> N
 
     available = available_memory(device)
     if needed > MEMORY_FRACTION * available:
-        raise TooLarge(f"{what} would need about {needed / 2**30:.1f} GiB on {device}, "
-                         f"{available / 2**30:.1f} GiB available; {hint}")
+        raise TooLarge(f"{what} would need about {needed / 2**30:.3g} GiB on {device}, "
+                         f"{available / 2**30:.3g} GiB available; {hint}")
 
 
 def rows_per_block(columns: int) -> int:
@@ -136,20 +136,24 @@ def random_features(x: torch.Tensor, seed: int) -> torch.Tensor:
 def cholesky_with_jitter(build: Callable[[], torch.Tensor], shift: float = 0.0) -> tuple[torch.Tensor, float]:
     """The lower Cholesky factor L of build() + (shift + jitter)·I, factored in place, and the jitter used.
 
-    `build` returns a fresh symmetric float64 matrix each call (it is overwritten). A failing factorization
-    (duplicate points, a rank-deficient kernel) is retried with a jitter of 1e-10 × the mean of the diagonal,
-    growing ×10 up to 1e-4 × it; the matrix is rebuilt for every try."""
+    `build` returns a fresh symmetric float64 matrix each call (it is overwritten). A factorization that fails,
+    or that succeeds only by rounding (a pivot L_ii² below n·ε of the mean diagonal: duplicate points, a
+    rank-deficient kernel, whose solution would be noise of size 1/ε), is retried with a jitter of 1e-10 × the
+    mean of the diagonal, growing ×10 up to 1e-4 × it; the matrix is rebuilt for every try."""
     jitter = 0.0
     for relative in JITTERS:
         matrix = build()
-        jitter = relative * float(matrix.diagonal().mean())
+        mean = float(matrix.diagonal().mean())
+        jitter = relative * mean
         matrix.diagonal().add_(shift + jitter)
         # The transposed view is column-major: LAPACK factors it where it lies, without a copy (symmetric input).
         view = matrix.mT
         info = torch.empty((), dtype=torch.int32, device=matrix.device)
         torch.linalg.cholesky_ex(view, out=(view, info))
         if int(info) == 0:
-            return view, jitter
+            smallest = float(view.diagonal().min()) ** 2
+            if smallest >= len(view) * torch.finfo(torch.float64).eps * (mean + shift + jitter):
+                return view, jitter
         del matrix, view
     raise UsageError(f"the kernel matrix is not positive definite even with a jitter of {jitter:.3g} "
                      f"({JITTERS[-1]:g} × its mean diagonal); add a ridge (--ridge) or choose another kernel")
@@ -319,7 +323,7 @@ def fit_run(spec: RunSpec, data_dir: Path | None = None, device: str = "cpu", do
     # before the data are built: refusing must not cost the subset and variant of a huge train set
     require_memory(f"the {kernel.kind} kernel on {n_planned:,} train points", needed, target,
                    f"lower --train-size (the kernel matrix alone is {n_planned:,}² × 8 bytes = "
-                   f"{8 * n_planned ** 2 / 2 ** 30:.1f} GiB)")
+                   f"{8 * n_planned ** 2 / 2 ** 30:.3g} GiB)")
     stage("data")
     data = build_run_data(spec, data_dir, download)
     n, m = len(data.x_train), len(data.x_test)
