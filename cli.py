@@ -676,10 +676,14 @@ def kernel(
     outcome = fit_run(spec, data_dir, target, download, on_stage=stage)
     document = dict(outcome.summary)
     if store is not None:
-        from audit.store import write_run
+        from audit.store import RunLocked, run_lock, write_run
 
         path = store.run_path(spec.run_id)
-        write_run(path, kernel_record(spec, outcome))
+        try:
+            with run_lock(path):  # another process may be fitting or scoring the same run
+                write_run(path, kernel_record(spec, outcome))
+        except RunLocked as err:
+            raise WorkError(f"run {spec.run_id} not written to {store.root}: {err}") from None
         experiment = store.read_experiment()
         experiment.setdefault("kernel_runs", [])
         if spec.run_id not in experiment["kernel_runs"]:
@@ -742,11 +746,16 @@ def list_models(as_json: JsonOpt = False) -> None:
     """The model registry, with parameter counts for the digits input (1×8×8, 10 classes)."""
     from audit.models import MODELS, build_model, count_params
 
-    items = [{"name": e.name, "description": e.description,
-              "params_digits": count_params(build_model(e.name, (1, 8, 8), 10)),
-              "params_cifar28": count_params(build_model(e.name, (3, 28, 28), 10))} for e in MODELS.values()]
+    def params(name: str, shape: tuple[int, ...]) -> Optional[int]:
+        try:
+            return count_params(build_model(name, shape, 10))
+        except UsageError:  # a model for larger images only (inception-v3: RGB, at least 75×75)
+            return None
+
+    items = [{"name": e.name, "description": e.description, "params_digits": params(e.name, (1, 8, 8)),
+              "params_cifar28": params(e.name, (3, 28, 28))} for e in MODELS.values()]
     print_items(items, as_json, ["name", "params_digits", "params_cifar28", "description"],
-                note="mlp-DxW works for any depth D and width W")
+                note="mlp-DxW works for any depth D and width W; — : the model does not take that input")
 
 
 @list_app.command("measures")

@@ -30,6 +30,7 @@ RESIZE_RATIO = 342 / 299  # Inception v3's evaluation resize: shorter side 342, 
 STATS_SAMPLE = 512  # clean train images whose pixels give the per-channel mean and std
 STATS_SEED = 0
 EVAL_BATCH = 256  # images decoded per evaluation batch
+MEASURE_BYTES = 8 * 10**9  # measures take the fitted images as one tensor: decoded only up to this size
 SUFFIXES = (".jpeg", ".jpg", ".png")
 _POOL: ThreadPoolExecutor | None = None
 

@@ -33,8 +33,18 @@ def context_for(record: RunRecord, ops: Operational, at: str | None = None) -> m
     load_arrays(final, record.final if at is None else record.kept[at]["weights"])
     init = make_model(record.spec, data)
     load_arrays(init, record.init)
+    x = data.x_train
+    if hasattr(x, "identity"):  # lazily read images (imagenet): measures take the fitted set as one tensor
+        from audit.imagenet import MEASURE_BYTES
+
+        needed = 4 * len(x) * int(np.prod(x.shape[1:]))
+        if needed > MEASURE_BYTES:
+            raise WorkError(f"{record.path}: measures need the {len(x)} fitted images in memory ({needed / 1e9:.0f} "
+                            f"GB as float32, over the {MEASURE_BYTES / 1e9:.0f} GB limit); score a run with a "
+                            "smaller --train-size")
+        x = x[:]
     return measures.Context(model=prepare(final, device), init=prepare(init, device),
-                            x=data.x_train.to(device), y=data.y_train.to(device), num_classes=data.num_classes,
+                            x=x.to(device), y=data.y_train.to(device), num_classes=data.num_classes,
                             spec=record.spec, record=record, raw_model=final, device=device)
 
 
