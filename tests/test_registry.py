@@ -57,6 +57,9 @@ def test_every_measure_is_finite_and_deterministic_on_a_fitted_run(run_path):
     for name in measures.names():
         a = measures.evaluate(first, name, fast_settings(name))
         b = measures.evaluate(second, name, fast_settings(name))
+        if name == "rkhs-norm":  # a property of kernel runs, stored when they are fitted
+            assert a.value is None and not a.failed and "kernel runs" in a.reason
+            continue
         assert a.value is not None and math.isfinite(a.value), f"{name}: {a.reason}"
         assert a.value == b.value, name
 
