@@ -14,6 +14,7 @@ the rest train one at a time.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from audit.models import build_model
 from audit.spec import RunSpec, derive_seed
 from audit.store import RunRecord
 from audit.testhooks import pause_point
-from audit.train import (EVAL_BATCH, Operational, RunState, autocast_for, load_arrays, make_model, make_optimizer,
+from audit.train import (EVAL_BATCH, Operational, RunState, autocast_for, load_arrays, make_model,
                          open_run, resolve_device)
 
 MAX_GROUP = 64
@@ -76,10 +77,16 @@ class Member:
     input_slot: int  # which of the group's distinct input tensors this run fits
 
 
-def sgd_state(group_template: dict, names: list[str], buffers: dict[str, torch.Tensor], spec: RunSpec) -> dict:
-    """PyTorch's SGD state_dict for these momentum buffers, so that a run can resume batched or alone
-    (group_template: the param group of a real SGD's state_dict, for its keys and defaults)."""
-    group = {**group_template, "lr": spec.lr, "momentum": spec.momentum, "weight_decay": spec.weight_decay,
+def sgd_group_defaults() -> dict:
+    """The keys and defaults of a param group in torch.optim.SGD's state_dict, read off its signature.
+    Constructing a real SGD would do as well, but its first construction imports torch._dynamo (2 s)."""
+    parameters = inspect.signature(torch.optim.SGD.__init__).parameters.items()
+    return {name: p.default for name, p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def sgd_state(names: list[str], buffers: dict[str, torch.Tensor], spec: RunSpec) -> dict:
+    """PyTorch's SGD state_dict for these momentum buffers, so that a run can resume batched or alone."""
+    group = {**sgd_group_defaults(), "lr": spec.lr, "momentum": spec.momentum, "weight_decay": spec.weight_decay,
              "params": list(range(len(names)))}
     state = {i: {"momentum_buffer": buffers[name].detach().clone().cpu()} for i, name in enumerate(names)}
     return {"state": state, "param_groups": [group]}
@@ -169,13 +176,11 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
         return {**{k: v[i].detach().cpu().numpy().copy() for k, v in params.items()},
                 **{k: v[i].detach().cpu().numpy().copy() for k, v in buffers.items()}}
 
-    group_template = make_optimizer(first.spec, template).state_dict()["param_groups"][0]
-
     def save(i: int, status: str) -> None:
         state = members[i].state
         optimizer = None
         if status == "running":
-            optimizer = sgd_state(group_template, list(params), {k: momentum[k][i] for k in params}, state.spec)
+            optimizer = sgd_state(list(params), {k: momentum[k][i] for k in params}, state.spec)
         state.save(status, weights(i), optimizer, device)
 
     active = list(range(len(members)))

@@ -81,3 +81,25 @@ def test_runs_that_cannot_be_batched_train_alone():
     assert not batchable(RunSpec(model="inception-small"))  # batch norm
     groups = groups_of([RunSpec(seed=0), RunSpec(seed=1), RunSpec(dropout=0.1), RunSpec(batch_size=64)])
     assert sorted(len(g) for g in groups) == [1, 1, 2]
+
+
+def test_a_batched_checkpoints_optimizer_state_is_the_one_torch_sgd_writes():
+    import torch
+
+    from audit.batched import sgd_state
+
+    spec = RunSpec(dataset="digits", model="mlp-1x16", lr=0.05, momentum=0.8, weight_decay=1e-3)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    real = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.8, weight_decay=1e-3)
+    model(torch.randn(5, 4)).sum().backward()
+    real.step()
+    names = [name for name, _ in model.named_parameters()]
+    buffers = {name: real.state[p]["momentum_buffer"] for name, p in model.named_parameters()}
+    ours = sgd_state(names, buffers, spec)
+    theirs = real.state_dict()
+    assert ours["param_groups"] == theirs["param_groups"]
+    for index in theirs["state"]:
+        assert torch.equal(ours["state"][index]["momentum_buffer"], theirs["state"][index]["momentum_buffer"])
+    fresh = torch.optim.SGD(model.parameters(), lr=1.0)
+    fresh.load_state_dict(ours)  # a run checkpointed in a group resumes alone through torch's own SGD
+    assert fresh.param_groups[0]["momentum"] == 0.8
