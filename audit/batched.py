@@ -38,6 +38,7 @@ MAX_GROUP = 64
 GROUP_EVAL_EXAMPLES = 16384  # examples of all runs per vmapped evaluation chunk (GPU)
 
 GroupCallback = Callable[[int, int, float], None]
+Scores = tuple[float, float, float | None]  # mean loss, accuracy, top-5 accuracy (None under 5 classes)
 
 
 def batchable(spec: RunSpec) -> bool:
@@ -156,7 +157,7 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
 
     batched_forward = vmap(forward)
 
-    def evaluate_all(active: list[int]) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    def evaluate_all(active: list[int]) -> list[tuple[Scores, Scores]]:
         """Every active run on its whole train and test sets: one vmapped pass per chunk on a GPU; on the CPU
         a loop over runs, whose activations stay in cache (measured 1.3-4× faster than vmapping there)."""
         if device.type == "cpu":
@@ -186,8 +187,9 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
     active = list(range(len(members)))
     for i, (train, test) in zip(active, evaluate_all(active)):
         state = members[i].state
+        state.top5 = (train[2], test[2])
         if not state.history["epoch"]:
-            state.add_row(0, 0, state.spec.lr, 0.0, train, test)
+            state.add_row(0, 0, state.spec.lr, 0.0, train[:2], test[:2])
             state.keep_points(ops.keep, lambda i=i: weights(i))
     while active:
         start = time.perf_counter()
@@ -227,10 +229,11 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
         sums = batch_sum.tolist()
         for position, (i, (train, test)) in enumerate(zip(active, evaluate_all(active))):
             state = members[i].state
+            state.top5 = (train[2], test[2])
             state.elapsed += seconds
             state.samples += n
             state.add_row(state.epoch + 1, state.step + math.ceil(n / batch_size), lr[position].item(),
-                          sums[position], train, test)
+                          sums[position], train[:2], test[:2])
             state.keep_points(ops.keep, lambda i=i: weights(i))
         still = []
         for i in active:
@@ -246,34 +249,51 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
                      min(accuracies))
 
 
+def top5_hits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How many targets are among the 5 largest logits (over the last dimension), per leading index."""
+    return (logits.topk(5, dim=-1).indices == target.unsqueeze(-1)).any(-1).sum(-1)
+
+
 @torch.no_grad()
 def evaluate_params(model: nn.Module, state: tuple[dict, dict], x: torch.Tensor, y: torch.Tensor,
-                    autocast: object) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of one run's parameters and buffers on (x, y), in large batches."""
+                    autocast: object) -> Scores:
+    """Mean cross-entropy, accuracy and top-5 accuracy (None under 5 classes) of one run's parameters and
+    buffers on (x, y), in large batches: what train.evaluate_full gives a run trained alone."""
     loss = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    top5 = torch.zeros((), device=x.device, dtype=torch.int64)
+    classes = 0
     for start in range(0, len(x), EVAL_BATCH):
         with autocast:
             logits = functional_call(model, state, (x[start:start + EVAL_BATCH],)).float()
         target = y[start:start + EVAL_BATCH]
         loss += F.cross_entropy(logits, target, reduction="sum").double()
         correct += (logits.argmax(1) == target).sum()
-    return loss.item() / len(x), correct.item() / len(x)
+        classes = logits.shape[1]
+        if classes >= 5:
+            top5 += top5_hits(logits, target)
+    return loss.item() / len(x), correct.item() / len(x), top5.item() / len(x) if classes >= 5 else None
 
 
 @torch.no_grad()
 def _evaluate_group(batched_forward: Callable, stacked: tuple[dict, dict], x_slots: torch.Tensor,
-                    slots: torch.Tensor, y: torch.Tensor, autocast: object) -> list[tuple[float, float]]:
-    """Mean cross-entropy and accuracy of every run (its own inputs and labels), chunked so that the group's
-    activations stay near EVAL_BATCH examples at a time."""
+                    slots: torch.Tensor, y: torch.Tensor, autocast: object) -> list[Scores]:
+    """evaluate_params for every run (its own inputs and labels), chunked so that the group's activations
+    stay near GROUP_EVAL_EXAMPLES examples at a time."""
     runs, n = y.shape
     chunk = max(1, GROUP_EVAL_EXAMPLES // runs)
     loss = torch.zeros(runs, device=y.device, dtype=torch.float64)
     correct = torch.zeros(runs, device=y.device, dtype=torch.int64)
+    top5 = torch.zeros(runs, device=y.device, dtype=torch.int64)
+    classes = 0
     for start in range(0, n, chunk):
         with autocast:
             logits = batched_forward(*stacked, x_slots[slots, start:start + chunk]).float()
         target = y[:, start:start + chunk]
         loss += F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(runs, -1).sum(1).double()
         correct += (logits.argmax(-1) == target).sum(1)
-    return [(l / n, c / n) for l, c in zip(loss.tolist(), correct.tolist())]
+        classes = logits.shape[-1]
+        if classes >= 5:
+            top5 += top5_hits(logits, target)
+    return [(l / n, c / n, t / n if classes >= 5 else None)
+            for l, c, t in zip(loss.tolist(), correct.tolist(), top5.tolist())]

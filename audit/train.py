@@ -37,6 +37,7 @@ from audit.testhooks import pause_point
 HISTORY_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
                    "batch_loss_sum", "seconds")
 EVAL_BATCH = 8192
+HEARTBEAT_SECONDS = 10.0  # the lock's heartbeat is refreshed at most this often during training
 
 
 @dataclass(frozen=True)
@@ -237,6 +238,7 @@ class RunState:
     samples: int = 0
     lock: Path | None = None
     last_save: float = 0.0  # time.monotonic() of the last checkpoint written
+    last_heartbeat: float = 0.0  # time.monotonic() of the last refresh of the lock's heartbeat
     top5: tuple[float | None, float | None] = (None, None)  # train and test top-5 accuracy of the last evaluation
     model: nn.Module | None = None  # the freshly initialized model (its init weights), for the trainer to reuse
 
@@ -275,9 +277,11 @@ class RunState:
                 self.record.kept[tag] = {"attrs": {c: self.history[c][-1] for c in columns}, "weights": weights()}
 
     def stop(self) -> str | None:
-        """The stop decision after the latest epoch; refreshes the lock's heartbeat on the way."""
-        if self.lock is not None:
+        """The stop decision after the latest epoch; refreshes the lock's heartbeat on the way (at most every
+        HEARTBEAT_SECONDS: a lock goes stale only after LOCK_STALE_SECONDS without one)."""
+        if self.lock is not None and time.monotonic() - self.last_heartbeat >= HEARTBEAT_SECONDS:
             touch_lock(self.lock)
+            self.last_heartbeat = time.monotonic()
         return outcome(self.spec, self.history)[0] if self.epoch > 0 else None
 
     def save(self, status: str, final: dict[str, np.ndarray], optimizer_state: dict[str, Any] | None,
@@ -307,7 +311,7 @@ class RunState:
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         })
         write_run(self.path, record, "checkpoint" if status == "running" else "result")
-        self.last_save = time.monotonic()
+        self.last_save = self.last_heartbeat = time.monotonic()
         if self.lock is not None:
             touch_lock(self.lock)
 

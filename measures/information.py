@@ -20,7 +20,9 @@ def per_example_directional_derivatives(ctx: Context, x: torch.Tensor, y: torch.
             losses = F.cross_entropy(ctx.model(x[start:start + chunk]).float(), y[start:start + chunk],
                                      reduction="none")
             v = torch.zeros_like(losses, requires_grad=True)
-            grads = torch.autograd.grad(losses, parameters, grad_outputs=v, create_graph=True)
+            # Jᵀv as the gradient of the scalar ⟨ℓ, v⟩: the same graph as grad_outputs=v, without torch's
+            # import of sympy (1 s) that a tensor grad_outputs triggers
+            grads = torch.autograd.grad((losses * v).sum(), parameters, create_graph=True)
             inner = sum((g * p.detach()).sum() for g, p in zip(grads, parameters))
             (directional,) = torch.autograd.grad(inner, v)
         out.append(directional.detach())

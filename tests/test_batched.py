@@ -36,6 +36,8 @@ def test_weights_after_three_epochs_match_sequential_training(tmp_path):
             scale = np.abs(value).max()
             assert np.abs(record.final[name] - value).max() <= 1e-4 * scale, (spec.variant, name)
         assert np.allclose(record.history["train_loss"], alone.history["train_loss"], rtol=1e-4)
+        for key in ("train_top5", "test_top5"):  # the run file is the one sequential training writes
+            assert 0.4 <= record.attrs[key] <= 1 and abs(record.attrs[key] - alone.attrs[key]) <= 0.01, key
 
 
 def test_full_training_gives_the_same_outcomes(tmp_path):
