@@ -522,7 +522,8 @@ def plot(
     stored = {key for r in records for key in r.measures}
     names = list(dict.fromkeys(measure)) or [n for n in measures.names() if n in stored]
     rows = run_rows(records, names)
-    classes = 100 if any(r.spec.dataset == "cifar100" for r in records) else 10
+    classes = max((int(r.data.get("num_classes", 100 if r.spec.dataset == "cifar100" else 10)) for r in records),
+                  default=10)  # files written before num_classes was recorded: the registered datasets' count
     written = write_figures(records, rows, names, out or target.root / "figures", fmt, classes)
     for path in written:
         print(path)

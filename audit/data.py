@@ -444,6 +444,7 @@ def build_run_data(spec: RunSpec, data_dir: Path | None = None, download: bool =
     if base.test_index is not None:
         record["base_test_index"] = base.test_index
     record["source"] = base.source
+    record["num_classes"] = base.num_classes
     record["fingerprint_train"] = fingerprint(x_train, varied.y_train)
     record["fingerprint_test"] = fingerprint(x_test, varied.y_test)
     raw = varied.x_train.contiguous() if spec.preprocess == "paper" and spec.augment != "none" else None

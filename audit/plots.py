@@ -77,7 +77,8 @@ def figure_1b(plt: Any, rows: list[dict[str, Any]]) -> Any:
     axes.set_xlabel("label corruption p")
     axes.set_ylabel("time to fit, relative to true labels")
     axes.set_title("Figure 1b: steps until fitted (train accuracy at the fit target)", fontsize=10)
-    axes.legend(fontsize=8)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     return figure
 
@@ -94,7 +95,8 @@ def figure_1c(plt: Any, rows: list[dict[str, Any]], num_classes: int) -> Any:
     axes.set_ylabel("test error")
     axes.set_ylim(0, 1)
     axes.set_title("Figure 1c: test error against label corruption", fontsize=10)
-    axes.legend(fontsize=8)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     return figure
 
@@ -118,7 +120,8 @@ def figure_measure(plt: Any, rows: list[dict[str, Any]], name: str) -> Any:
     axes.set_xlabel("label corruption p (input variants at right)")
     axes.set_ylabel(name)
     axes.set_title(f"{name} against label corruption", fontsize=10)
-    axes.legend(fontsize=8)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     return figure
 

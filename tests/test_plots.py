@@ -76,3 +76,23 @@ def test_plot_rejects_an_unknown_format(quick_run, tmp_path):
     result = runner.invoke(app, ["plot", str(folder / "audit-runs" / "quick"), "--out", str(tmp_path / "f"),
                                  "--format", "bmp"])
     assert result.exit_code == 2 and "png, svg, pdf" in result.stderr
+
+
+def test_the_chance_line_follows_the_number_of_classes_of_the_data(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for class_name in ("a", "b", "c"):
+        for i in range(8):
+            folder = tmp_path / "pics" / class_name
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8)).save(folder / f"{i}.png")
+    store = tmp_path / "store"
+    trained = runner.invoke(app, ["run", "--dataset", f"folder:{tmp_path / 'pics'}", "--model", "mlp-1x16",
+                                  "--variants", "true,random-labels", "--seeds", "1", "--epochs", "3",
+                                  "--measure", "params", "--out", str(store)])
+    assert trained.exit_code in (0, 1), trained.stderr  # 3 epochs need not fit: the plot is what is tested
+    out = tmp_path / "figures"
+    assert runner.invoke(app, ["plot", str(store), "--out", str(out), "--format", "svg"]).exit_code == 0
+    assert "chance (0.67)" in (out / "fig1c.svg").read_text()
