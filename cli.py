@@ -599,6 +599,9 @@ def expressivity(
     targets: Annotated[str, typer.Option(
         help="labels (the variant's class indices) or real (standard Gaussian real values).")] = "labels",
     seed: Annotated[int, typer.Option(help="Seed of the points, labels, targets and the direction a.")] = 0,
+    depth: Annotated[int, typer.Option(help="Also build the corollary's depth-k network (k linear layers, width "
+                                            "⌈n/(k−2)⌉ + 3, O(n + d) nonzero weights) from it; 2: Theorem 1's "
+                                            "only.")] = 2,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -616,7 +619,7 @@ def expressivity(
         n, d = 1000 if n is None else n, 50 if d is None else d
     elif n is not None or d is not None:
         raise UsageError("--n and --d are for Gaussian points; with --dataset use --train-size (d is the image size)")
-    document = build(n or 0, d or 0, dataset, train_size, variant, targets, seed, data_dir)
+    document = build(n or 0, d or 0, dataset, train_size, variant, targets, seed, data_dir, depth)
     if as_json:
         print(report.dumps(document))
         return
@@ -633,6 +636,11 @@ def expressivity(
     print_items([{"quantity": k, "value": v} for k, v in rows], False, ["quantity", "value"])
     print_items(document["growth"], False, ["n", "max_error", "condition_number", "relative_gap"],
                 note="error and conditioning against n (the first n points, directions from the same seed)")
+    if "deep" in document:
+        deep = document["deep"]
+        print_items([{"quantity": k.replace("_", " "), "value": report.fmt(v, 3) if isinstance(v, float) else f"{v:,}"}
+                     for k, v in deep.items()], False, ["quantity", "value"],
+                    note=f"the corollary's depth-{deep['depth']} network, built from the two-layer one")
 
 
 @app.command()

@@ -164,6 +164,65 @@ def construct(x: np.ndarray, y: np.ndarray, seed: int = 0, tries: int = TRIES,
     return Construction(TwoLayerReLU(a, b, w), x, y, system, gap, used, merged)
 
 
+def deepen(model: TwoLayerReLU, depth: int) -> nn.Sequential:
+    """The corollary's depth-k network (k linear layers, k ≥ 3) computing exactly c(x) of `model`, with width
+    ⌈n/(k−2)⌉ + 3 and O(n + d) nonzero weights. Layer 1 computes t = relu(⟨a, x⟩ − b_1) (t = z − b_1 on the
+    points, 0 where every unit of c is 0); each of the k − 2 middle layers carries t on, computes its block of
+    c's units relu(t − (b_j − b_1)), and carries the sum of the previous blocks' terms w_j·h_j as
+    relu(+acc), relu(−acc); the last layer adds the final block to acc. Dense torch layers, mostly zeros."""
+    if depth < 3:
+        raise UsageError(f"--depth must be at least 2 (2 is Theorem 1's network), got {depth}")
+    a = model.project.weight.detach()[0]
+    b = model.biases.detach()
+    w = model.output.weight.detach()[0]
+    n = len(b)
+    if depth - 2 > n:
+        raise UsageError(f"--depth {depth} leaves empty layers: at most n + 2 = {n + 2} for {n} points")
+    blocks = [torch.as_tensor(block) for block in np.array_split(np.arange(n), depth - 2)]
+
+    def carried(previous: torch.Tensor, size: int) -> torch.Tensor:
+        """Coefficients giving acc + Σ_{j ∈ previous} w_j h_j from a middle layer's units (t, h_block, acc±)."""
+        coefficients = torch.zeros(size, dtype=torch.float64)
+        coefficients[1:1 + len(previous)] = w[previous]
+        coefficients[1 + len(previous)], coefficients[2 + len(previous)] = 1.0, -1.0
+        return coefficients
+
+    first = nn.Linear(len(a), 1, dtype=torch.float64)
+    layers: list[nn.Module] = [nn.Flatten(), first, nn.ReLU()]
+    with torch.no_grad():
+        first.weight.copy_(a.reshape(1, -1))
+        first.bias.fill_(-float(b[0]))
+        size = 1
+        for index, block in enumerate(blocks):
+            layer = nn.Linear(size, len(block) + 3, dtype=torch.float64)
+            layer.weight.zero_()
+            layer.bias.zero_()
+            layer.weight[0, 0] = 1.0  # t, carried on (unit 0 of every layer)
+            layer.weight[1:1 + len(block), 0] = 1.0
+            layer.bias[1:1 + len(block)] = -(b[block] - b[0])
+            if index > 0:
+                coefficients = carried(blocks[index - 1], size)
+                layer.weight[len(block) + 1] = coefficients
+                layer.weight[len(block) + 2] = -coefficients
+            layers += [layer, nn.ReLU()]
+            size = len(block) + 3
+        last = nn.Linear(size, 1, bias=False, dtype=torch.float64)
+        last.weight.copy_(carried(blocks[-1], size).reshape(1, -1))
+    return nn.Sequential(*layers, last, nn.Flatten(0))
+
+
+def deep_summary(built: Construction, depth: int, fitted_two_layer: np.ndarray) -> dict[str, Any]:
+    """Size and error of the depth-k network, and its largest difference from the two-layer one."""
+    deep = deepen(built.model, depth)
+    fitted = outputs(deep, built.x)
+    linears = [m for m in deep if isinstance(m, nn.Linear)]
+    return {"depth": depth, "width": max(m.out_features for m in linears[:-1]),
+            "nonzero_weights": int(sum(int((p != 0).sum()) for p in deep.parameters())),
+            "dense_parameters": int(sum(p.numel() for p in deep.parameters())),
+            "max_error": float(np.abs(fitted - built.y).max()),
+            "max_difference_from_two_layer": float(np.abs(fitted - fitted_two_layer).max())}
+
+
 def outputs(model: nn.Module, x: np.ndarray, chunk: int = 2048) -> np.ndarray:
     """c(x) for every row of x, a chunk at a time (the hidden layer is chunk × n)."""
     with torch.no_grad():
@@ -256,9 +315,12 @@ def points_and_targets(n: int, d: int, dataset: str | None, train_size: int | No
 
 def expressivity(n: int = 1000, d: int = 50, dataset: str | None = None, train_size: int | None = None,
                  variant: str = "random-labels", targets: str = "labels", seed: int = 0,
-                 data_dir: Path | None = None) -> dict[str, Any]:
+                 data_dir: Path | None = None, depth: int = 2) -> dict[str, Any]:
     """Build Theorem 1's network for the points and targets, check it, and report (a JSON-ready dict),
-    with the error and condition number over n = 100, 200, 400, … up to the number of points."""
+    with the error and condition number over n = 100, 200, 400, … up to the number of points; with depth > 2
+    also the corollary's depth-k network built from it."""
+    if depth < 2:
+        raise UsageError(f"--depth must be at least 2 (2 is Theorem 1's network), got {depth}")
     x, y, about = points_and_targets(n, d, dataset, train_size, variant, targets, seed, data_dir)
     memory_check(len(x))
     direction_seed = derive_seed(seed, "expressivity-direction")
@@ -275,4 +337,6 @@ def expressivity(n: int = 1000, d: int = 50, dataset: str | None = None, train_s
                                                                        direction_seed))[0]
         growth.append({key: row[key] for key in GROWTH_KEYS})
     report["growth"] = growth
+    if depth > 2:
+        report["deep"] = deep_summary(built, depth, fitted)
     return report

@@ -93,3 +93,42 @@ def test_cli_bad_usage_is_one_line_exit_2():
         result = runner.invoke(app, ["expressivity", *args])
         assert result.exit_code == 2, (args, result.output)
         assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("depth", [3, 4, 7])
+def test_the_depth_k_network_computes_the_two_layer_function_with_o_n_plus_d_weights(depth):
+    from audit.expressivity import deepen
+
+    rng = np.random.default_rng(depth)
+    n, d = 60, 7
+    x, y = rng.standard_normal((n, d)), rng.integers(0, 10, n).astype(float)
+    built = construct(x, y, seed=1)
+    deep = deepen(built.model, depth)
+    linears = [m for m in deep if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == depth
+    assert max(m.out_features for m in linears[:-1]) == -(-n // (depth - 2)) + 3
+    nonzero = sum(int((p != 0).sum()) for p in deep.parameters())
+    assert nonzero <= d + 1 + 5 * n + 4 * depth  # O(n + d), though the dense layers hold far more entries
+    # numpy forward through the deep network's own matrices, against c(x) = Σ_j w_j max(⟨a, x⟩ − b_j, 0)
+    a = built.model.project.weight.detach().numpy()[0]
+    b = built.model.biases.detach().numpy()
+    w = built.model.output.weight.detach().numpy()[0]
+    probes = np.concatenate([built.x, 3 * rng.standard_normal((40, d))])  # the points, and points far off them
+    expected = np.maximum(probes @ a[:, None] - b[None, :], 0) @ w
+    h = probes
+    for layer in linears[:-1]:
+        h = np.maximum(h @ layer.weight.detach().numpy().T + layer.bias.detach().numpy(), 0)
+    got = h @ linears[-1].weight.detach().numpy()[0]
+    assert np.abs(got - expected).max() <= 1e-9 * max(1.0, np.abs(expected).max())
+    assert np.abs(got[:n] - built.y).max() < 1e-6
+
+
+def test_cli_depth_reports_the_deep_network_and_refuses_a_depth_below_2():
+    runner = CliRunner()
+    result = runner.invoke(app, ["expressivity", "--n", "200", "--d", "10", "--depth", "4", "--json"])
+    assert result.exit_code == 0, result.stderr
+    deep = json.loads(result.stdout)["deep"]
+    assert deep["depth"] == 4 and deep["width"] == 103 and deep["max_error"] < 1e-6
+    assert deep["max_difference_from_two_layer"] < 1e-6 and deep["nonzero_weights"] < deep["dense_parameters"]
+    bad = runner.invoke(app, ["expressivity", "--n", "200", "--d", "10", "--depth", "1"])
+    assert bad.exit_code == 2 and "--depth" in bad.stderr and "Traceback" not in bad.stderr
