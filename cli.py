@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -301,7 +300,6 @@ def run(
     """Train every run of an experiment into its store (skipping complete runs, resuming the rest),
     score the measures and print the verdict table. Without an argument it runs the quick audit."""
     from audit.grid import apply_overrides, store_name
-    from audit.store import create_store
     from audit.train import Operational, resolve_device
 
     output = Output(as_json, correction=correction)
@@ -375,7 +373,9 @@ def train_and_report(spec: Any, root: Path, ops: Any, names: list[str], output: 
             outcome = run_with_ray(spec, root, ops, address, cpus_per_run, gpus_per_run, shard, reporter.on_run)
         else:
             outcome = run_grid(spec, root, ops, on_run=reporter.on_run, on_epoch=reporter.on_epoch, shard=shard)
-        if ops.ddp and int(os.environ.get("RANK", 0)) != 0:
+        from audit.train import ddp_world
+
+        if ops.ddp and ddp_world()[0] != 0:
             return 0  # rank 0 scores and reports
         store = create_store(root)
         for line in outcome.skipped:  # another process trains them: not a failure, and it is reported

@@ -28,11 +28,11 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from audit.errors import UsageError
 from audit.models import build_model
-from audit.spec import RunSpec, derive_seed
+from audit.spec import RunSpec
 from audit.store import RunRecord
 from audit.testhooks import pause_point
 from audit.train import (EVAL_BATCH, Operational, RunState, autocast_for, load_arrays, make_model,
-                         open_run, resolve_device)
+                         open_run, resolve_device, top5_hits)
 
 MAX_GROUP = 64
 GROUP_EVAL_EXAMPLES = 16384  # examples of all runs per vmapped evaluation chunk (GPU)
@@ -247,11 +247,6 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
             accuracies = [members[i].state.history["train_acc"][-1] for i in active] or [1.0]
             on_epoch(max(m.state.epoch for m in members), max(m.state.spec.epochs for m in members),
                      min(accuracies))
-
-
-def top5_hits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """How many targets are among the 5 largest logits (over the last dimension), per leading index."""
-    return (logits.topk(5, dim=-1).indices == target.unsqueeze(-1)).any(-1).sum(-1)
 
 
 @torch.no_grad()

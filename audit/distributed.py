@@ -103,11 +103,6 @@ def _gather(ray, store: Store, specs: list[RunSpec], records: list, groups: list
 
 # ---------------------------------------------------------------- data parallel (torchrun)
 
-def ddp_world() -> tuple[int, int]:
-    """(rank, world size) when launched by torchrun, else (0, 1)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def init_ddp(device: str) -> Callable[[], None]:
     """Join the torchrun process group (gloo on CPU, nccl on CUDA); returns the function that leaves it."""
     import torch

@@ -263,13 +263,11 @@ def growth_sizes(n: int) -> list[int]:
 def memory_check(n: int) -> None:
     """Refuse (TooLarge, exit 1) before building when A, its SVD's working copies and one chunk of hidden
     activations would not fit in 80% of the available memory."""
-    from measures import TooLarge, available_bytes
+    from measures import check_memory
 
-    needed, available = 8 * (3 * n * n + 2048 * n), available_bytes(torch.device("cpu"))
-    if needed > 0.8 * available:
-        raise TooLarge(f"the expressivity construction on {n:,} points would need about {needed / 2**30:.3g} GiB, "
-                       f"{available / 2**30:.3g} GiB available; use fewer points (the triangular system alone "
-                       "is n² × 8 bytes)")
+    check_memory("", 8 * (3 * n * n + 2048 * n), torch.device("cpu"),
+                 "use fewer points (the triangular system alone is n² × 8 bytes)",
+                 what=f"the expressivity construction on {n:,} points")
 
 
 def points_and_targets(n: int, d: int, dataset: str | None, train_size: int | None, variant: str, targets: str,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from audit.errors import UsageError, WorkError
 from audit.spec import KERNEL_PREFIX, ExperimentSpec, RunSpec, parse_variant
 from audit.store import DEFAULT_ROOT, DiskFull, RunLocked, RunRecord, Store, create_store, read_run, run_lock
 from audit.batched import groups_of, train_group
-from audit.train import EpochCallback, Operational, train_run
+from audit.train import EpochCallback, Operational, ddp_world, train_run
 
 
 def apply_overrides(experiment: ExperimentSpec, overrides: dict[str, Any]) -> ExperimentSpec:
@@ -120,7 +119,7 @@ def train_held(group: list[RunSpec], store: Store, ops: Operational,
     with contextlib.ExitStack() as stack:
         held, locks = [], []
         for spec in group:
-            if ops.ddp and int(os.environ.get("RANK", 0)) != 0:  # rank 0 holds the locks and writes
+            if ops.ddp and ddp_world()[0] != 0:  # rank 0 holds the locks and writes
                 held.append(spec)
                 locks.append(None)
                 continue

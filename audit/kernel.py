@@ -31,7 +31,6 @@ KERNELS = {
 DISTANCE_KERNELS = ("gaussian", "laplace")
 FEATURES = ("raw", "random-conv")  # raw pixels, flattened; a random conv layer with ReLU and pooling
 BANDWIDTH_POINTS = 2000  # the median heuristic looks at a seeded subset of at most this many train points
-MEMORY_FRACTION = 0.8  # refuse when the estimate exceeds this share of the available memory
 BLOCK_BYTES = 2 ** 28  # size of one chunk of kernel rows (train build and test prediction)
 INTERPOLATES = 1e-6  # largest |K α − y| of an interpolating fit (one-hot targets)
 JITTERS = (0.0, *(10.0 ** k for k in range(-10, -3)))  # jitters tried, relative to the mean diagonal
@@ -40,22 +39,11 @@ RANDOM_FILTERS, RANDOM_FILTER_SIZE, RANDOM_POOL = 64, 5, 6  # random conv layer:
 
 # ---------------------------------------------------------------- memory
 
-def available_memory(device: torch.device) -> int:
-    """Bytes available on the device: MemAvailable of /proc/meminfo on the CPU, free memory on a GPU."""
-    from measures import available_bytes
-
-    return available_bytes(device)
-
-
 def require_memory(what: str, needed: int, device: torch.device, hint: str) -> None:
-    """Refuse with one line before allocating when `needed` bytes exceed 80% of what the device has: a TooLarge
-    (exit 1, as for a measure that does not fit), since the same command fits on a machine with more memory."""
-    from measures import TooLarge
+    """measures.check_memory for the kernel command: one line, TooLarge (exit 1), before allocating."""
+    from measures import check_memory
 
-    available = available_memory(device)
-    if needed > MEMORY_FRACTION * available:
-        raise TooLarge(f"{what} would need about {needed / 2**30:.3g} GiB on {device}, "
-                         f"{available / 2**30:.3g} GiB available; {hint}")
+    check_memory("", needed, device, hint, what=what)
 
 
 def rows_per_block(columns: int) -> int:

@@ -15,7 +15,6 @@ from typing import Any
 from audit.errors import UsageError
 from audit.spec import KERNEL_PREFIX
 from audit.store import RunRecord
-from audit.verdict import variant_label
 
 VARIANT_ORDER = ("true", "shuffled-pixels", "random-pixels", "gaussian", "random-labels")
 FORMATS = ("png", "svg", "pdf")

@@ -40,6 +40,16 @@ EVAL_BATCH = 8192
 HEARTBEAT_SECONDS = 10.0  # the lock's heartbeat is refreshed at most this often during training
 
 
+def ddp_world() -> tuple[int, int]:
+    """(rank, world size) when launched by torchrun, else (0, 1)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def top5_hits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How many targets are among the 5 largest logits (over the last dimension), per leading index."""
+    return (logits.topk(5, dim=-1).indices == target.unsqueeze(-1)).any(-1).sum(-1)
+
+
 @dataclass(frozen=True)
 class Operational:
     """Settings that do not change the science and are not part of the run id."""
@@ -128,7 +138,7 @@ def evaluate_full(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int
         sums[0] += F.cross_entropy(logits, target, reduction="sum").double()
         sums[1] += (logits.argmax(1) == target).sum()
         if logits.shape[1] >= 5:
-            sums[2] += (logits.topk(5, dim=1).indices == target[:, None]).any(dim=1).sum()
+            sums[2] += top5_hits(logits, target)
             sums[3] = 1
     if world > 1:
         import torch.distributed as dist
@@ -288,7 +298,7 @@ class RunState:
              device: torch.device) -> None:
         """Write the run file: a checkpoint while running, the result once stopped (rank 0 only under DDP)."""
         record, history = self.record, self.history
-        if int(os.environ.get("RANK", 0)) != 0:
+        if ddp_world()[0] != 0:
             return
         record.status = status
         record.final = final
@@ -367,7 +377,7 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
             torch.cuda.set_rng_state(state.resume["cuda_rng"], device)
     else:
         torch.manual_seed(derive_seed(spec.seed, "dropout"))
-    rank, world = (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))) if ops.ddp else (0, 1)
+    rank, world = ddp_world() if ops.ddp else (0, 1)
     if ops.ddp and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     model.to(device)

@@ -48,12 +48,13 @@ def available_bytes(device: torch.device) -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
-def check_memory(name: str, needed: int, device: torch.device, hint: str) -> None:
-    """Refuse before allocating when a measure's estimate exceeds the memory available on the device."""
+def check_memory(name: str, needed: int, device: torch.device, hint: str, what: str | None = None) -> None:
+    """Refuse before allocating when an estimate exceeds 80% of the memory available on the device (TooLarge,
+    exit 1: the same work fits on a machine with more memory). `what` names the work (default: the measure)."""
     available = available_bytes(device)
     if needed > 0.8 * available:
-        raise TooLarge(f"measure {name} would need about {needed / 2**30:.1f} GiB on {device}, "
-                       f"{available / 2**30:.1f} GiB available; {hint}")
+        raise TooLarge(f"{what or f'measure {name}'} would need about {needed / 2**30:.3g} GiB on {device}, "
+                       f"{available / 2**30:.3g} GiB available; {hint}")
 
 
 @dataclass(frozen=True)

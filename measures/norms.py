@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from measures import Context, Undefined, measure
