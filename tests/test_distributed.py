@@ -107,3 +107,14 @@ def test_two_process_ddp_on_cpu_matches_single_process_training(tmp_path):
 def test_ddp_without_torchrun_is_a_usage_error(tmp_path):
     result = runner.invoke(app, ["run", "--seeds", "1", "--variants", "true", "--ddp", "--out", str(tmp_path / "s")])
     assert result.exit_code == 2 and "torchrun" in result.stderr
+
+
+def test_an_unknown_backend_and_a_missing_ray_are_one_line_usage_errors(tmp_path, monkeypatch):
+    result = runner.invoke(app, ["run", "--seeds", "1", "--variants", "true", "--backend", "slurm",
+                                 "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "unknown backend 'slurm'" in result.stderr
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    result = runner.invoke(app, ["run", "--seeds", "1", "--variants", "true", "--backend", "ray",
+                                 "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "pip install -e '.[ray]'" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "s" / "runs").exists()
