@@ -46,8 +46,11 @@ def ddp_world() -> tuple[int, int]:
 
 
 def top5_hits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """How many targets are among the 5 largest logits (over the last dimension), per leading index."""
-    return (logits.topk(5, dim=-1).indices == target.unsqueeze(-1)).any(-1).sum(-1)
+    """How many targets are among the 5 largest logits (over the last dimension), per leading index: a target
+    is a hit when fewer than 5 logits exceed its own (ties count for the target). A comparison, not a topk:
+    several times faster on small class counts."""
+    above = (logits > logits.gather(-1, target.unsqueeze(-1))).sum(-1)
+    return (above < 5).sum(-1)
 
 
 @dataclass(frozen=True)
