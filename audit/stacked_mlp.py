@@ -13,7 +13,6 @@ w = w − ηb) up to float rounding; tests/test_batched.py checks the gradients 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]  # (weight (runs, out, in), bias (runs, out)) per Linear
@@ -114,7 +113,3 @@ def _momentum(buffer: torch.Tensor, param: torch.Tensor, left: torch.Tensor, rig
     elif weight_decay:
         buffer.add_(param, alpha=weight_decay)
 
-
-def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-example cross-entropy of (runs, batch, classes) logits: (runs, batch)."""
-    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)

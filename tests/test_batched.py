@@ -1,7 +1,5 @@
 """Batched grid training computes what sequential training computes."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -105,3 +103,70 @@ def test_a_batched_checkpoints_optimizer_state_is_the_one_torch_sgd_writes():
     fresh = torch.optim.SGD(model.parameters(), lr=1.0)
     fresh.load_state_dict(ours)  # a run checkpointed in a group resumes alone through torch's own SGD
     assert fresh.param_groups[0]["momentum"] == 0.8
+
+
+def test_stacked_mlp_step_is_torch_sgd_on_autograd_gradients():
+    """Three runs with their own hyperparameters: one fused step equals, run by run, torch.optim.SGD on the
+    gradients that autograd computes for the nn.Module."""
+    import torch
+
+    from audit import stacked_mlp
+    from audit.models import mlp
+
+    torch.manual_seed(0)
+    hyper = [(0.1, 0.9, 0.0), (0.05, 0.0, 1e-2), (0.2, 0.5, 1e-3)]  # lr, momentum, weight decay
+    models = [mlp((2, 3, 3), 4, depth=2, width=7) for _ in hyper]
+    x, y = torch.randn(3, 5, 2, 3, 3), torch.randint(0, 4, (3, 5))
+    names = stacked_mlp.linear_names(models[0])
+    assert names == ["1", "3", "5"]
+    layers = [(torch.stack([m.get_submodule(n).weight.detach() for m in models]).clone(),
+               torch.stack([m.get_submodule(n).bias.detach() for m in models]).clone()) for n in names]
+    momenta = [(torch.zeros_like(w), torch.zeros_like(b)) for w, b in layers]
+    optimizers = [torch.optim.SGD(m.parameters(), lr=lr, momentum=mu, weight_decay=wd) for m, (lr, mu, wd) in
+                  zip(models, hyper)]
+    per_run = [torch.tensor(column) for column in zip(*hyper)]
+    for _ in range(3):  # momentum buffers carry over between steps
+        losses = stacked_mlp.sgd_step(layers, momenta, x, y, *per_run)
+        for r, (model, optimizer) in enumerate(zip(models, optimizers)):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x[r]), y[r])
+            loss.backward()
+            optimizer.step()
+            assert abs(losses[r].item() - loss.item()) < 1e-6
+    for number, name in enumerate(names):
+        for r, model in enumerate(models):
+            torch.testing.assert_close(layers[number][0][r], model.get_submodule(name).weight.detach())
+            torch.testing.assert_close(layers[number][1][r], model.get_submodule(name).bias.detach())
+
+
+def test_stacked_mlp_forward_on_shared_inputs_and_which_models_qualify():
+    import torch
+    from torch import nn
+
+    from audit import stacked_mlp
+    from audit.models import build_model, mlp
+
+    torch.manual_seed(1)
+    models = [mlp((1, 4, 4), 3, depth=1, width=6) for _ in range(2)]
+    layers = [(torch.stack([m[i].weight for m in models]), torch.stack([m[i].bias for m in models])) for i in (1, 3)]
+    x = torch.randn(8, 1, 4, 4)
+    with torch.no_grad():
+        expected = torch.stack([m(x) for m in models])
+        torch.testing.assert_close(stacked_mlp.forward(layers, x.expand(2, *x.shape)), expected)
+        torch.testing.assert_close(stacked_mlp.forward_shared(layers, x), expected)
+    assert stacked_mlp.linear_names(mlp((1, 4, 4), 3, depth=1, width=6, dropout=0.5)) is None
+    assert stacked_mlp.linear_names(build_model("alexnet-small", (1, 8, 8), 10)) is None
+    assert stacked_mlp.linear_names(nn.Sequential(nn.Flatten(), nn.Linear(4, 3, bias=False))) is None
+    assert stacked_mlp.linear_names(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))) is None
+    assert stacked_mlp.linear_names(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU())) is None
+
+
+def test_a_conv_group_trains_through_vmap_like_sequential_training(tmp_path):
+    """Models other than plain MLPs take the vmapped functional_call path."""
+    specs = [RunSpec(model="alexnet-small", train_size=64, epochs=2, fit_target=1.0, seed=seed, lr=0.01,
+                     variant=variant, corrupt=p) for seed, (variant, p) in enumerate((("true", 0.0), ("gaussian", None)))]
+    batched = train_group(specs, [tmp_path / f"b{i}.h5" for i in range(2)], OPS)
+    for i, (spec, record) in enumerate(zip(specs, batched)):
+        alone = train_run(spec, tmp_path / f"s{i}.h5", OPS)
+        for name, value in alone.final.items():
+            assert np.abs(record.final[name] - value).max() <= 1e-4 * np.abs(value).max(), name
