@@ -160,6 +160,11 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
         return functional_call(template, (p, b), (x,))
 
     batched_forward = vmap(forward)
+
+    def paired(active: list[int]) -> list[int]:
+        """A lone run is computed as a pair of copies: a batched product of one matrix takes another code path
+        (threaded inside the product) and rounds differently, and a run must not depend on its group."""
+        return active if len(active) > 1 else active * 2
     # plain MLPs in fp32 take the fused stacked path; other models vmap functional_call and autograd
     mlp_layers = stacked_mlp.linear_names(template) if isinstance(autocast, contextlib.nullcontext) else None
 
@@ -170,27 +175,28 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
         """Every active run on its whole train and test sets, in chunks of examples. Models other than plain
         MLPs on the CPU: a loop over runs, whose activations stay in cache (measured 1.3-4× faster there than
         vmapping)."""
-        index = torch.tensor(active, device=device)
-        if mlp_layers is not None:
-            return _evaluate_stacked(stacked({k: v[index] for k, v in params.items()}),
-                                     [m.input_slot for m in (members[i] for i in active)],
-                                     x_slots, x_test_slots, y_train[index], y_test[index], device)
-        if device.type == "cpu":
+        if mlp_layers is None and device.type == "cpu":
             out = []
             for i in active:
                 one = ({k: v[i] for k, v in params.items()}, {k: v[i] for k, v in buffers.items()})
                 out.append((evaluate_params(template, one, x_slots[slot_of[i]], y_train[i], autocast),
                             evaluate_params(template, one, x_test_slots[slot_of[i]], y_test[i], autocast)))
             return out
-        now = ({k: v[index] for k, v in params.items()}, {k: v[index] for k, v in buffers.items()})
-        chunk = max(1, GROUP_EVAL_EXAMPLES // len(active))
+        index = torch.tensor(paired(active), device=device)
+        if mlp_layers is not None:
+            layers = stacked({k: v[index] for k, v in params.items()})
+            run_forward = lambda x_part: stacked_mlp.forward(layers, x_part)  # noqa: E731
+            chunk = CPU_EVAL_EXAMPLES if device.type == "cpu" else max(1, GROUP_EVAL_EXAMPLES // len(index))
+        else:
+            now = ({k: v[index] for k, v in params.items()}, {k: v[index] for k, v in buffers.items()})
+            run_forward = lambda x_part: batched_forward(*now, x_part)  # noqa: E731
+            chunk = max(1, GROUP_EVAL_EXAMPLES // len(index))
         slots = slot_of[index]
 
         def scores(x: torch.Tensor, y: torch.Tensor) -> list[Scores]:
-            return _evaluate_group(lambda x_part: batched_forward(*now, x_part),
-                                   lambda start, stop: x[slots, start:stop], y, autocast, chunk)
+            return _evaluate_group(run_forward, lambda start, stop: x[slots, start:stop], y[index], autocast, chunk)
 
-        return list(zip(scores(x_slots, y_train[index]), scores(x_test_slots, y_test[index])))
+        return list(zip(scores(x_slots, y_train), scores(x_test_slots, y_test)))[:len(active)]
 
     def weights(i: int) -> dict[str, np.ndarray]:
         return {**{k: v[i].detach().cpu().numpy().copy() for k, v in params.items()},
@@ -212,20 +218,21 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
             state.keep_points(ops.keep, lambda i=i: weights(i))
     while active:
         start = time.perf_counter()
-        index = torch.tensor(active, device=device)
+        index = torch.tensor(paired(active), device=device)
         lr_list = [members[i].state.lr() for i in active]
         hyper_lists = (lr_list, [members[i].state.spec.momentum for i in active],
                        [members[i].state.spec.weight_decay for i in active])
-        lr, mu, decay = (torch.tensor(values, device=device) for values in hyper_lists)
+        lr, mu, decay = (torch.tensor(paired(values), device=device) for values in hyper_lists)
         # floats where every run shares the value: the fused fast path of the stacked MLP step
         hyper = [values[0] if min(values) == max(values) else tensor
                  for values, tensor in zip(hyper_lists, (lr, mu, decay))]
         perms = torch.stack([torch.randperm(n, generator=members[i].state.order) for i in active]).to(device)
+        perms = perms[paired(list(range(len(active))))]
         sub = {k: v[index].detach().requires_grad_(mlp_layers is None) for k, v in params.items()}
         sub_buffers = {k: v[index] for k, v in buffers.items()}
         sub_momentum = {k: v[index] for k, v in momentum.items()}
         slots_now, labels_now = slot_of[index], y_train[index]
-        batch_sum = torch.zeros(len(active), device=device)
+        batch_sum = torch.zeros(len(index), device=device)
         half = (n // batch_size // 2) * batch_size
         for first_row in range(0, n, batch_size):
             if first_row == half:
@@ -302,27 +309,6 @@ def evaluate_params(model: nn.Module, state: tuple[dict, dict], x: torch.Tensor,
         if classes >= 5:
             top5 += top5_hits(logits, target)
     return loss.item() / len(x), correct.item() / len(x), top5.item() / len(x) if classes >= 5 else None
-
-
-@torch.no_grad()
-def _evaluate_stacked(layers: stacked_mlp.Layers, slots: list[int], x_slots: torch.Tensor, x_test_slots: torch.Tensor,
-                      y_train: torch.Tensor, y_test: torch.Tensor, device: torch.device) -> list[tuple[Scores, Scores]]:
-    """Stacked MLPs on their train and test sets: the runs that fit the same inputs share each chunk's first
-    matrix product."""
-    out: list[tuple[Scores, Scores] | None] = [None] * len(slots)
-    for slot in dict.fromkeys(slots):
-        runs = [position for position, s in enumerate(slots) if s == slot]
-        index = torch.tensor(runs, device=device)
-        group = [(weight[index], bias[index]) for weight, bias in layers]
-        chunk = CPU_EVAL_EXAMPLES if device.type == "cpu" else max(1, GROUP_EVAL_EXAMPLES // len(runs))
-
-        def scores(x: torch.Tensor, y: torch.Tensor) -> list[Scores]:
-            return _evaluate_group(lambda x_part: stacked_mlp.forward_shared(group, x_part),
-                                   lambda start, stop: x[slot, start:stop], y[index], contextlib.nullcontext(), chunk)
-
-        for position, pair in zip(runs, zip(scores(x_slots, y_train), scores(x_test_slots, y_test))):
-            out[position] = pair
-    return out  # type: ignore[return-value]
 
 
 @torch.no_grad()

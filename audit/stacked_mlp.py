@@ -48,17 +48,6 @@ def forward(layers: Layers, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def forward_shared(layers: Layers, x: torch.Tensor) -> torch.Tensor:
-    """Logits (runs, batch, classes) of every run on the same inputs x (batch, ...): the first layer of all
-    runs is one matrix product with their weights side by side (no per-run copy of the inputs)."""
-    (weight, bias), runs = layers[0], len(layers[0][0])
-    out = torch.addmm(bias.flatten(), x.flatten(1), weight.flatten(0, 1).T)  # (batch, runs · out)
-    out = out.view(len(x), runs, -1).transpose(0, 1)
-    if len(layers) == 1:
-        return out
-    return forward(layers[1:], out.relu_())
-
-
 def _scaled(value: PerRun, like: torch.Tensor) -> PerRun:
     """A per-run tensor shaped to broadcast over `like`'s run axis; a float as is."""
     return value.view((-1,) + (1,) * (like.dim() - 1)) if isinstance(value, torch.Tensor) else value

@@ -139,7 +139,7 @@ def test_stacked_mlp_step_is_torch_sgd_on_autograd_gradients():
             torch.testing.assert_close(layers[number][1][r], model.get_submodule(name).bias.detach())
 
 
-def test_stacked_mlp_forward_on_shared_inputs_and_which_models_qualify():
+def test_stacked_mlp_forward_and_which_models_qualify():
     import torch
     from torch import nn
 
@@ -153,7 +153,6 @@ def test_stacked_mlp_forward_on_shared_inputs_and_which_models_qualify():
     with torch.no_grad():
         expected = torch.stack([m(x) for m in models])
         torch.testing.assert_close(stacked_mlp.forward(layers, x.expand(2, *x.shape)), expected)
-        torch.testing.assert_close(stacked_mlp.forward_shared(layers, x), expected)
     assert stacked_mlp.linear_names(mlp((1, 4, 4), 3, depth=1, width=6, dropout=0.5)) is None
     assert stacked_mlp.linear_names(build_model("alexnet-small", (1, 8, 8), 10)) is None
     assert stacked_mlp.linear_names(nn.Sequential(nn.Flatten(), nn.Linear(4, 3, bias=False))) is None
