@@ -160,11 +160,6 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
         return functional_call(template, (p, b), (x,))
 
     batched_forward = vmap(forward)
-
-    def paired(active: list[int]) -> list[int]:
-        """A lone run is computed as a pair of copies: a batched product of one matrix takes another code path
-        (threaded inside the product) and rounds differently, and a run must not depend on its group."""
-        return active if len(active) > 1 else active * 2
     # plain MLPs in fp32 take the fused stacked path; other models vmap functional_call and autograd
     mlp_layers = stacked_mlp.linear_names(template) if isinstance(autocast, contextlib.nullcontext) else None
 
@@ -182,19 +177,20 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
                 out.append((evaluate_params(template, one, x_slots[slot_of[i]], y_train[i], autocast),
                             evaluate_params(template, one, x_test_slots[slot_of[i]], y_test[i], autocast)))
             return out
-        index = torch.tensor(paired(active), device=device)
         if mlp_layers is not None:
+            index = torch.tensor(active, device=device)
             layers = stacked({k: v[index] for k, v in params.items()})
-            run_forward = lambda x_part: stacked_mlp.forward(layers, x_part)  # noqa: E731
-            chunk = CPU_EVAL_EXAMPLES if device.type == "cpu" else max(1, GROUP_EVAL_EXAMPLES // len(index))
-        else:
-            now = ({k: v[index] for k, v in params.items()}, {k: v[index] for k, v in buffers.items()})
-            run_forward = lambda x_part: batched_forward(*now, x_part)  # noqa: E731
-            chunk = max(1, GROUP_EVAL_EXAMPLES // len(index))
-        slots = slot_of[index]
+            slots = [members[i].input_slot for i in active]
+            return list(zip(_evaluate_stacked(layers, slots, x_slots, y_train[index]),
+                            _evaluate_stacked(layers, slots, x_test_slots, y_test[index])))
+        index = torch.tensor(_paired(active), device=device)
+        now = ({k: v[index] for k, v in params.items()}, {k: v[index] for k, v in buffers.items()})
+        slots_now = slot_of[index]
 
         def scores(x: torch.Tensor, y: torch.Tensor) -> list[Scores]:
-            return _evaluate_group(run_forward, lambda start, stop: x[slots, start:stop], y[index], autocast, chunk)
+            return _evaluate_group(lambda x_part: batched_forward(*now, x_part),
+                                   lambda start, stop: x[slots_now, start:stop], y[index], autocast,
+                                   max(1, GROUP_EVAL_EXAMPLES // len(index)))
 
         return list(zip(scores(x_slots, y_train), scores(x_test_slots, y_test)))[:len(active)]
 
@@ -218,16 +214,16 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
             state.keep_points(ops.keep, lambda i=i: weights(i))
     while active:
         start = time.perf_counter()
-        index = torch.tensor(paired(active), device=device)
+        index = torch.tensor(_paired(active), device=device)
         lr_list = [members[i].state.lr() for i in active]
         hyper_lists = (lr_list, [members[i].state.spec.momentum for i in active],
                        [members[i].state.spec.weight_decay for i in active])
-        lr, mu, decay = (torch.tensor(paired(values), device=device) for values in hyper_lists)
+        lr, mu, decay = (torch.tensor(_paired(values), device=device) for values in hyper_lists)
         # floats where every run shares the value: the fused fast path of the stacked MLP step
         hyper = [values[0] if min(values) == max(values) else tensor
                  for values, tensor in zip(hyper_lists, (lr, mu, decay))]
         perms = torch.stack([torch.randperm(n, generator=members[i].state.order) for i in active]).to(device)
-        perms = perms[paired(list(range(len(active))))]
+        perms = perms[_paired(list(range(len(active))))]
         sub = {k: v[index].detach().requires_grad_(mlp_layers is None) for k, v in params.items()}
         sub_buffers = {k: v[index] for k, v in buffers.items()}
         sub_momentum = {k: v[index] for k, v in momentum.items()}
@@ -273,6 +269,12 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
                      min(accuracies))
 
 
+def _paired(items: list) -> list:
+    """A lone run is computed as a pair of copies: a batched product of one matrix takes another code path
+    (threaded inside the product) and rounds differently, and a run must not depend on its group."""
+    return items if len(items) > 1 else items * 2
+
+
 def _vmapped_sgd_step(batched_forward: Callable, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
                       momentum: dict[str, torch.Tensor], inputs: torch.Tensor, labels: torch.Tensor, lr: torch.Tensor,
                       mu: torch.Tensor, decay: torch.Tensor, autocast: object) -> torch.Tensor:
@@ -309,6 +311,38 @@ def evaluate_params(model: nn.Module, state: tuple[dict, dict], x: torch.Tensor,
         if classes >= 5:
             top5 += top5_hits(logits, target)
     return loss.item() / len(x), correct.item() / len(x), top5.item() / len(x) if classes >= 5 else None
+
+
+@torch.no_grad()
+def _evaluate_stacked(layers: stacked_mlp.Layers, slots: list[int], x_slots: torch.Tensor,
+                      y: torch.Tensor) -> list[Scores]:
+    """Stacked MLPs (run axis first) on their inputs x_slots[slots[r]] and labels y[r]. Runs that share inputs
+    read one chunk through a broadcast view; the others' chunks are gathered. Every batch holds at least two
+    runs, so each run's arithmetic is the same whatever its group (a broadcast view and a gathered copy give
+    bitwise-equal products)."""
+    device = y.device
+    chunk = CPU_EVAL_EXAMPLES if device.type == "cpu" else max(1, GROUP_EVAL_EXAMPLES // len(slots))
+    positions: dict[int, list[int]] = {}
+    for position, slot in enumerate(slots):
+        positions.setdefault(slot, []).append(position)
+    shared = {slot: runs for slot, runs in positions.items() if len(runs) > 1}
+    alone = _paired([runs[0] for runs in positions.values() if len(runs) == 1])
+    def broadcast(slot: int, k: int) -> Callable[[int, int], torch.Tensor]:
+        return lambda start, stop: x_slots[slot, start:stop].expand(k, *x_slots[slot, start:stop].shape)
+
+    batches = [(runs, broadcast(slot, len(runs))) for slot, runs in shared.items()]
+    if alone:
+        alone_slots = torch.tensor([slots[r] for r in alone], device=device)
+        batches.append((alone, lambda start, stop: x_slots[alone_slots, start:stop]))
+    out: list[Scores | None] = [None] * len(slots)
+    for runs, inputs in batches:
+        index = torch.tensor(runs, device=device)
+        group = [(weight[index], bias[index]) for weight, bias in layers]
+        scores = _evaluate_group(lambda x_part: stacked_mlp.forward(group, x_part), inputs, y[index],
+                                 contextlib.nullcontext(), chunk)
+        for run, score in zip(runs, scores):
+            out[run] = out[run] or score
+    return out  # type: ignore[return-value]
 
 
 @torch.no_grad()
