@@ -169,3 +169,27 @@ def test_a_conv_group_trains_through_vmap_like_sequential_training(tmp_path):
         alone = train_run(spec, tmp_path / f"s{i}.h5", OPS)
         for name, value in alone.final.items():
             assert np.abs(record.final[name] - value).max() <= 1e-4 * np.abs(value).max(), name
+
+
+def test_batched_and_run_by_run_audits_give_the_same_verdicts(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    runner = CliRunner()
+    args = ["run", "--model", "mlp-1x64", "--train-size", "300", "--variants", "true,corrupt:0.5,random-labels",
+            "--seeds", "3", "--epochs", "150", "--json"]
+    for name in ("params", "l2", "spectral", "l2-margin", "path-l2"):
+        args += ["--measure", name]
+    documents = {}
+    for mode, extra in (("batched", []), ("alone", ["--no-batch"])):
+        result = runner.invoke(app, [*args, *extra, "--out", str(tmp_path / mode)])
+        assert result.exit_code == 0, result.stderr
+        documents[mode] = json.loads(result.stdout)
+    verdicts = {mode: {row["measure"]: row["verdict"] for row in doc["summary"]} for mode, doc in documents.items()}
+    assert verdicts["batched"] == verdicts["alone"]
+    assert verdicts["batched"]["params"] == "fails" and verdicts["batched"]["l2-margin"] == "distinguishes"
+    for batched, alone in zip(documents["batched"]["runs"], documents["alone"]["runs"]):
+        assert batched["run_id"] == alone["run_id"] and batched["fitted"] == alone["fitted"]
