@@ -193,3 +193,14 @@ def test_batched_and_run_by_run_audits_give_the_same_verdicts(tmp_path):
     assert verdicts["batched"]["params"] == "fails" and verdicts["batched"]["l2-margin"] == "distinguishes"
     for batched, alone in zip(documents["batched"]["runs"], documents["alone"]["runs"]):
         assert batched["run_id"] == alone["run_id"] and batched["fitted"] == alone["fitted"]
+
+
+def test_a_run_that_diverges_leaves_the_group_without_touching_the_others(tmp_path):
+    specs = [RunSpec(model="mlp-1x64", train_size=400, epochs=4, fit_target=1.0, lr=1e6, momentum=0.0),
+             RunSpec(model="mlp-1x64", train_size=400, epochs=4, fit_target=1.0, seed=1)]
+    batched = train_group(specs, [tmp_path / f"b{i}.h5" for i in range(2)], OPS)
+    assert batched[0].status == "diverged" and read_run(tmp_path / "b0.h5").status == "diverged"
+    alone = train_run(specs[1], tmp_path / "s.h5", OPS)
+    assert batched[1].status == "complete" and batched[1].attrs["epochs"] == 4
+    for name, value in alone.final.items():
+        assert np.abs(batched[1].final[name] - value).max() <= 1e-4 * np.abs(value).max(), name
