@@ -31,10 +31,16 @@ app.add_typer(list_app, name="list")
 err_console = Console(stderr=True)
 
 
+def one_line(message: object) -> str:
+    """A message on one line: control characters of echoed user input (a newline or carriage return in a
+    dataset name, say) written as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
+
+
 def _show_usage_error_in_one_line(self: Any, file: Any = None) -> None:
     """Click prints usage, a hint and the error on four lines; audit's contract is one line."""
     command = self.ctx.command_path if self.ctx is not None else "audit"
-    print(f"audit: error: {self.format_message()} (see `{command} --help`)", file=file or sys.stderr)
+    print(f"audit: error: {one_line(self.format_message())} (see `{command} --help`)", file=file or sys.stderr)
 
 
 typer_click_exceptions.UsageError.show = _show_usage_error_in_one_line
@@ -53,10 +59,10 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except UsageError as err:
-            print(f"audit: error: {err}", file=sys.stderr)
+            print(f"audit: error: {one_line(err)}", file=sys.stderr)
             raise typer.Exit(2) from None
         except WorkError as err:
-            print(f"audit: failed: {err}", file=sys.stderr)
+            print(f"audit: failed: {one_line(err)}", file=sys.stderr)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             print("audit: interrupted; complete runs are kept and `audit run` resumes the rest", file=sys.stderr)

@@ -130,6 +130,8 @@ def test_list_json(kind):
     (["report", "/nonexistent/store"], "does not exist"),
     (["score", "--set", "margin.percentil=5", "/tmp"], "percentil"),
     (["run", "--epochs", "x"], "--epochs"),
+    (["run", "--dataset", "a\rb\nc"], "unknown dataset 'a\\rb\\nc'"),  # echoed control characters escaped
+    (["run", "--bad\ropt"], "No such option: --bad"),  # and in click's own usage errors
 ])
 def test_bad_input_is_one_line_with_exit_code_2(args, needle, tmp_path):
     result = invoke(*args, "--out", tmp_path / "s") if args[0] == "run" else invoke(*args)
