@@ -93,12 +93,13 @@ def _momentum(buffer: torch.Tensor, param: torch.Tensor, left: torch.Tensor, rig
         beta = 1.0
     else:
         beta = momentum  # beta 0 ignores the buffer's old content, as SGD without momentum does
-    if right is None:
-        buffer.mul_(beta).add_(left) if beta != 0 else buffer.copy_(left)
-    else:
+    if right is not None:
         buffer.baddbmm_(left, right, beta=beta)
+    elif beta == 0:
+        buffer.copy_(left)
+    else:
+        buffer.mul_(beta).add_(left)
     if isinstance(weight_decay, torch.Tensor):
         buffer.addcmul_(_scaled(weight_decay, param), param)
     elif weight_decay:
         buffer.add_(param, alpha=weight_decay)
-
