@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import audit
 import experiments
 import measures
-from audit import report
+from audit.render import formats, tables
 from audit.errors import UsageError, WorkError
 
 app = typer.Typer(
@@ -114,7 +114,7 @@ def parse_checkpoint(text: Optional[str]) -> tuple[int, float]:
 
 
 def check_point(at: Optional[str]) -> Optional[str]:
-    from audit.spec import parse_keep
+    from audit.spec.experiment import parse_keep
 
     if at is not None:
         parse_keep([at], "--at")
@@ -127,7 +127,7 @@ DownloadOpt = Annotated[bool, typer.Option("--download", help="Download missing 
 
 
 def store_path(store: Optional[Path]) -> Any:
-    from audit.store import open_store
+    from audit.store.directory import open_store
 
     return open_store(store)
 
@@ -197,8 +197,8 @@ def score_and_report(store: Any, names: list[str], ops: Any, output: "Output", r
                      settings: dict[str, dict[str, Any]], recompute: bool = False, show: list[str] | None = None,
                      extra_errors: list[str] | None = None, at: str | None = None,
                      only: set[str] | None = None) -> int:
-    from audit.score import score_store
-    from audit.verdict import run_rows
+    from audit.pipeline.score import score_store
+    from audit.judge.rows import run_rows
 
     outcome = score_store(store, names, ops, settings, recompute=recompute, on_run=reporter.on_score, at=at,
                           only=only)
@@ -214,7 +214,7 @@ class Output:
 
     def __init__(self, as_json: bool = False, markdown: bool = False, csv: Optional[Path] = None,
                  correction: str = "holm") -> None:
-        from audit.verdict import CORRECTIONS
+        from audit.judge.verdict import CORRECTIONS
 
         if correction not in CORRECTIONS:
             raise UsageError(f"unknown correction '{correction}': use one of {', '.join(CORRECTIONS)}")
@@ -225,17 +225,17 @@ class Output:
 
 def emit(store: Any, rows: list[dict[str, Any]], names: list[str], errors: list[str], output: Output,
          show: list[str]) -> None:
-    from audit.verdict import judge
+    from audit.judge.verdict import judge
 
     judgement = judge(rows, names, output.correction)
     if output.csv is not None:
-        report.write_csv(output.csv, judgement)
+        formats.write_csv(output.csv, judgement)
     if output.as_json:
-        print(report.dumps(report.document(str(store.root), rows, judgement, errors)))
+        print(formats.dumps(formats.document(str(store.root), rows, judgement, errors)))
     elif output.markdown:
-        print(report.markdown_table(judgement))
+        print(formats.markdown_table(judgement))
     else:
-        report.print_tables(out_console(), rows, judgement, show, str(store.root))
+        tables.print_tables(out_console(), rows, judgement, show, str(store.root))
     for line in errors:
         print(f"audit: {line}", file=sys.stderr)
 
@@ -305,8 +305,8 @@ def run(
 ) -> None:
     """Train every run of an experiment into its store (skipping complete runs, resuming the rest),
     score the measures and print the verdict table. Without an argument it runs the quick audit."""
-    from audit.grid import apply_overrides, store_name
-    from audit.train import Operational, resolve_device
+    from audit.pipeline.grid import apply_overrides, store_name
+    from audit.train.device import Operational, resolve_device
 
     output = Output(as_json, correction=correction)
     spec = experiments.load(experiment)
@@ -322,10 +322,10 @@ def run(
     every, seconds = parse_checkpoint(checkpoint_every)
     resolve_device(device)
     if keep is not None:
-        from audit.spec import parse_keep
+        from audit.spec.experiment import parse_keep
 
         spec = dataclasses.replace(spec, keep=parse_keep([k.strip() for k in keep.split(",") if k.strip()], "--keep"))
-    from audit.grid import parse_shard
+    from audit.pipeline.grid import parse_shard
 
     shard_range = parse_shard(shard)
     if backend not in ("local", "ray"):
@@ -341,7 +341,8 @@ def run(
     if plan:
         print_plan(spec, root, as_json, shard_range)
         return
-    from audit.data import build_run_data, load_base
+    from audit.data.fitted import build_run_data
+    from audit.data.sources import load_base
 
     for dataset, size in sorted({(r.dataset, r.train_size or 0) for r in spec.expand()}):
         available = len(load_base(dataset, data_dir, download).y_train)  # missing data fails here, before any store
@@ -355,7 +356,7 @@ def run(
             raise UsageError("the Ray backend needs Ray: pip install -e '.[ray]'") from None
     leave = None
     if ddp:
-        from audit.distributed import init_ddp
+        from audit.train.ddp import init_ddp
 
         leave = init_ddp(device)
     try:
@@ -369,17 +370,17 @@ def run(
 
 def train_and_report(spec: Any, root: Path, ops: Any, names: list[str], output: Output, shard: Any, backend: str,
                      address: Optional[str], cpus_per_run: float, gpus_per_run: float) -> int:
-    from audit.grid import run_grid, shard_of
-    from audit.store import create_store
+    from audit.pipeline.grid import run_grid, shard_of
+    from audit.store.directory import create_store
 
     with Reporter(quiet=False) as reporter:
         if backend == "ray":
-            from audit.distributed import run_with_ray
+            from audit.pipeline.ray import run_with_ray
 
             outcome = run_with_ray(spec, root, ops, address, cpus_per_run, gpus_per_run, shard, reporter.on_run)
         else:
             outcome = run_grid(spec, root, ops, on_run=reporter.on_run, on_epoch=reporter.on_epoch, shard=shard)
-        from audit.train import ddp_world
+        from audit.train.device import ddp_world
 
         if ops.ddp and ddp_world()[0] != 0:
             return 0  # rank 0 scores and reports
@@ -408,7 +409,7 @@ def score(
 ) -> None:
     """Compute measures on every complete run of a store, cache them in the run files, and print them
     per run with their verdicts. Without --measure, the default set."""
-    from audit.train import Operational, resolve_device
+    from audit.train.device import Operational, resolve_device
 
     output = Output(as_json, markdown, csv, correction)
     names = resolve_names(measure, all_measures)
@@ -438,13 +439,13 @@ def report_command(
     """Print the runs and verdicts of a store from its cached measures (computes nothing): per measure, the
     randomization test (auc with its interval, trend with its corrected p, input-axis comparisons) beside the
     hyperparameter protocols (Kendall tau, granulated psi, sign-error, CMI with its sign)."""
-    from audit.grid import open_for_report
-    from audit.verdict import run_rows
+    from audit.pipeline.grid import open_for_report
+    from audit.judge.rows import run_rows
 
     output = Output(as_json, markdown, csv, correction)
     check_point(at)
     if paper is not None:
-        from audit.paper import PAPERS
+        from audit.judge.paper import PAPERS
 
         if paper not in PAPERS:
             raise UsageError(f"unknown paper comparison '{paper}': use one of {', '.join(PAPERS)}")
@@ -466,8 +467,8 @@ def report_command(
 
 def print_plan(spec: Any, root: Path, as_json: bool, shard: tuple[int, int] | None = None) -> None:
     """The runs of an experiment (or of its shard) and what `audit run` would do with each."""
-    from audit.grid import shard_of
-    from audit.store import read_run
+    from audit.pipeline.grid import shard_of
+    from audit.store.files import read_run
 
     items = []
     for run in shard_of(spec.expand(), shard):
@@ -479,7 +480,7 @@ def print_plan(spec: Any, root: Path, as_json: bool, shard: tuple[int, int] | No
         items.append({"run_id": run.run_id, "variant": run.variant_label, "seed": run.seed, "model": run.model,
                       "dataset": run.dataset, "state": state, "spec": run.to_dict()})
     if as_json:
-        print(report.dumps({"store": str(root), "runs": items}))
+        print(formats.dumps({"store": str(root), "runs": items}))
         return
     print_items(items, False, ["run_id", "variant", "seed", "model", "dataset", "state"],
                 note=f"store {root}: {sum(i['state'] != 'complete' for i in items)} of {len(items)} runs to train")
@@ -488,17 +489,17 @@ def print_plan(spec: Any, root: Path, as_json: bool, shard: tuple[int, int] | No
 def print_paper(paper: str, rows: list[dict[str, Any]], as_json: bool) -> None:
     from rich.table import Table
 
-    from audit.paper import compare
+    from audit.judge.paper import compare
 
     lines = compare(paper, rows)
     if as_json:
-        print(report.dumps({"paper": paper, "rows": lines}))
+        print(formats.dumps({"paper": paper, "rows": lines}))
         return
     table = Table(title=f"ours beside Zhang et al. 2017, {paper}", title_justify="left")
     for column in lines[0]:
         table.add_column(column, justify="left" if column in ("model", "variant", "quantity") else "right")
     for line in lines:
-        table.add_row(*(report.fmt(v, 2) for v in line.values()))
+        table.add_row(*(tables.fmt(v, 2) for v in line.values()))
     console = out_console()
     console.print(table)
     console.print("— : no matching complete run in this store. Figure 1 values are read off the figure (≈).")
@@ -516,9 +517,9 @@ def plot(
     """Write the paper's Figure 1 panels from a store (1a training loss against steps per variant, 1b time to
     fit relative to true labels against p, 1c test error against p with chance marked) and each measure
     against p with seeds as points. Needs matplotlib: pip install -e '.[plot]'."""
-    from audit.grid import open_for_report
-    from audit.plots import pyplot, write_figures
-    from audit.verdict import run_rows
+    from audit.pipeline.grid import open_for_report
+    from audit.render.plots import pyplot, write_figures
+    from audit.judge.rows import run_rows
 
     pyplot()  # a missing matplotlib is a usage error before any work
     target = store_path(store)
@@ -545,7 +546,7 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """Print one run: spec, status, history summary and cached measures."""
-    from audit.store import read_run
+    from audit.store.files import read_run
 
     if len(args) not in (1, 2):
         raise UsageError("give a run id, optionally after the store: audit show [STORE] RUN_ID")
@@ -563,11 +564,11 @@ def show(
                 "history": history,
                 "measures": {k: {kk: vv for kk, vv in v.items() if kk != "detail"} for k, v in record.measures.items()}}
     if as_json:
-        print(report.dumps(document))
+        print(formats.dumps(document))
         return
     console = out_console()
     console.print(f"run {record.run_id}  {matches[0]}")
-    console.print(f"status {record.status}, fitted {report.fmt(record.fitted)}")
+    console.print(f"status {record.status}, fitted {tables.fmt(record.fitted)}")
     for key, value in record.spec.to_dict().items():
         console.print(f"  {key:<14} {value}")
     from rich.table import Table
@@ -578,16 +579,16 @@ def show(
     rows = list(zip(*(history[c] for c in ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc"))))
     picked = rows if len(rows) <= 12 else rows[:5] + rows[-6:]
     for row in picked:
-        table.add_row(*(report.fmt(int(v) if i < 2 else v, 4) for i, v in enumerate(row)))
+        table.add_row(*(tables.fmt(int(v) if i < 2 else v, 4) for i, v in enumerate(row)))
     console.print(table)
     for key in ("train_seconds", "samples_seen", "steps_to_fit", "epochs_to_fit", "best_test_acc", "device"):
-        console.print(f"  {key:<14} {report.fmt(record.attrs.get(key))}")
+        console.print(f"  {key:<14} {tables.fmt(record.attrs.get(key))}")
     if record.measures:
         mt = Table(title="measures", title_justify="left")
         for column in ("measure", "value", "seconds", "note"):
             mt.add_column(column)
         for name, entry in record.measures.items():
-            mt.add_row(name, report.fmt(entry.get("value"), 5), report.fmt(entry.get("seconds"), 3),
+            mt.add_row(name, tables.fmt(entry.get("value"), 5), tables.fmt(entry.get("seconds"), 3),
                        entry.get("reason") or "")
         console.print(mt)
 
@@ -617,7 +618,7 @@ def expressivity(
     weight norms, and how the error grows with n (100, 200, 400, ... n). Class labels are fitted as one real
     output equal to the label index. Duplicate inputs are merged (refused when their targets differ); a
     direction a whose projections nearly tie is replaced by another seeded one."""
-    from audit.expressivity import expressivity as build
+    from audit.theory.expressivity import expressivity as build
 
     if dataset is None:
         if train_size is not None:
@@ -627,24 +628,24 @@ def expressivity(
         raise UsageError("--n and --d are for Gaussian points; with --dataset use --train-size (d is the image size)")
     document = build(n or 0, d or 0, dataset, train_size, variant, targets, seed, data_dir, depth)
     if as_json:
-        print(report.dumps(document))
+        print(formats.dumps(document))
         return
     console = out_console()
     console.print(f"{document['points']:,} points in {document['d']} dimensions ({document['inputs']}), "
                   f"targets: {document['variant'] or 'real values'}; {document['merged_duplicates']} duplicates merged")
-    rows = [("weights (2n + d)", f"{document['weights']:,}"), ("max |c(x_i) − y_i|", report.fmt(document["max_error"], 3)),
-            ("condition number of A", f"{report.fmt(document['condition_number'], 3)} ({document['condition_norm']})"),
-            ("smallest projection gap / spread", report.fmt(document["relative_gap"], 3)),
+    rows = [("weights (2n + d)", f"{document['weights']:,}"), ("max |c(x_i) − y_i|", tables.fmt(document["max_error"], 3)),
+            ("condition number of A", f"{tables.fmt(document['condition_number'], 3)} ({document['condition_norm']})"),
+            ("smallest projection gap / spread", tables.fmt(document["relative_gap"], 3)),
             ("directions tried", str(document["directions_tried"])),
-            ("‖a‖, ‖b‖, ‖w‖", ", ".join(report.fmt(document[k], 4) for k in ("norm_a", "norm_b", "norm_w")))]
+            ("‖a‖, ‖b‖, ‖w‖", ", ".join(tables.fmt(document[k], 4) for k in ("norm_a", "norm_b", "norm_w")))]
     if "accuracy" in document:
-        rows.append(("train accuracy (nearest label)", report.fmt(document["accuracy"], 4)))
+        rows.append(("train accuracy (nearest label)", tables.fmt(document["accuracy"], 4)))
     print_items([{"quantity": k, "value": v} for k, v in rows], False, ["quantity", "value"])
     print_items(document["growth"], False, ["n", "max_error", "condition_number", "relative_gap"],
                 note="error and conditioning against n (the first n points, directions from the same seed)")
     if "deep" in document:
         deep = document["deep"]
-        print_items([{"quantity": k.replace("_", " "), "value": report.fmt(v, 3) if isinstance(v, float) else f"{v:,}"}
+        print_items([{"quantity": k.replace("_", " "), "value": tables.fmt(v, 3) if isinstance(v, float) else f"{v:,}"}
                      for k, v in deep.items()], False, ["quantity", "value"],
                     note=f"the corollary's depth-{deep['depth']} network, built from the two-layer one")
 
@@ -676,22 +677,23 @@ def kernel(
     float64 Cholesky in torch (a tiny jitter only if K is numerically singular), and report train error, test
     error on the clean test labels, the RKHS norm sqrt(Σ_c α_cᵀ K α_c) (summed over the classes c), time and
     memory. Before building K it estimates the memory and refuses (exit 1) when K would not fit."""
-    from audit.kernel import kernel_record, kernel_spec, fit_run
-    from audit.train import resolve_device
+    from audit.theory.kernel_runs import kernel_record, kernel_spec, fit_run
+    from audit.train.device import resolve_device
 
     spec = kernel_spec(dataset, train_size or None, variant, kind, bandwidth, ridge, features, degree, seed,
                        preprocess)
     target = str(resolve_device(device))
     store = None
     if out is not None:
-        from audit.store import create_store
+        from audit.store.directory import create_store
 
         store = create_store(out)
     stage = (lambda text: None) if as_json else (lambda text: err_console.print(f"audit: {text}", style="dim"))
     outcome = fit_run(spec, data_dir, target, download, on_stage=stage)
     document = dict(outcome.summary)
     if store is not None:
-        from audit.store import RunLocked, run_lock, write_run
+        from audit.store.locks import RunLocked, run_lock
+        from audit.store.files import write_run
 
         path = store.run_path(spec.run_id)
         try:
@@ -706,7 +708,7 @@ def kernel(
         store.write_experiment(experiment)
         document["store"] = str(store.root)
     if as_json:
-        print(report.dumps(document))
+        print(formats.dumps(document))
         return
     keys = ["dataset", "train_size", "variant", "model", "bandwidth", "jitter", "train_error", "train_residual",
             "test_error", "rkhs_norm", "seconds", "solve_seconds", "memory_gib"]
@@ -730,9 +732,10 @@ def import_command(
 ) -> None:
     """Add a model trained elsewhere to a store as a complete run, so that `audit score` and `audit report`
     judge it like the others. Its data are rebuilt from the dataset, variant and seed given here."""
-    from audit.importer import import_run
-    from audit.spec import RunSpec, parse_variant
-    from audit.store import create_store
+    from audit.pipeline.importer import import_run
+    from audit.spec.run import RunSpec
+    from audit.spec.names import parse_variant
+    from audit.store.directory import create_store
 
     name, p = parse_variant(variant)
     spec = RunSpec(dataset=dataset, model=model, variant=name, corrupt=p, seed=seed, train_size=train_size,
@@ -748,18 +751,18 @@ def import_command(
     summary = {"store": str(target.root), "run_id": record.run_id, "train_acc": record.attrs["train_acc"],
                "test_acc": record.attrs["test_acc"], "fitted": record.fitted}
     if as_json:
-        print(report.dumps(summary))
+        print(formats.dumps(summary))
     else:
         out_console().print(f"imported run {record.run_id} into {target.root}: train acc "
                             f"{record.attrs['train_acc']:.4f}, test acc {record.attrs['test_acc']:.4f}, "
-                            f"fitted {report.fmt(record.fitted)}")
+                            f"fitted {tables.fmt(record.fitted)}")
 
 
 @list_app.command("models")
 @guarded
 def list_models(as_json: JsonOpt = False) -> None:
     """The model registry, with parameter counts for the digits input (1×8×8, 10 classes)."""
-    from audit.models import MODELS, build_model, count_params
+    from audit.models.registry import MODELS, build_model, count_params
 
     def params(name: str, shape: tuple[int, ...]) -> Optional[int]:
         try:
@@ -782,7 +785,7 @@ def list_measures(
     """The measure catalogue with each measure's metadata."""
     items = [measures.get(n).metadata() for n in measures.names()]
     if markdown:
-        print(report.catalogue_markdown(items))
+        print(formats.catalogue_markdown(items))
         return
     print_items(items, as_json, ["name", "family", "direction", "cost", "needs", "settings", "formula"])
 
@@ -791,7 +794,7 @@ def list_measures(
 @guarded
 def list_variants(as_json: JsonOpt = False) -> None:
     """The data variants of the randomization test."""
-    from audit.spec import INPUT_VARIANTS
+    from audit.spec.run import INPUT_VARIANTS
 
     text = {
         "true": "the dataset unchanged",
@@ -809,7 +812,7 @@ def list_variants(as_json: JsonOpt = False) -> None:
 @guarded
 def list_datasets(as_json: JsonOpt = False) -> None:
     """Datasets audit can load."""
-    from audit.data import DATASETS
+    from audit.data.sources import DATASETS
 
     items = [{"name": k, "description": v} for k, v in DATASETS.items()]
     print_items(items, as_json, ["name", "description"])
@@ -820,7 +823,7 @@ def list_datasets(as_json: JsonOpt = False) -> None:
 def list_experiments(as_json: JsonOpt = False) -> None:
     """The shipped experiments, how many runs each has, and its rough cost: an upper bound in which every run
     trains its whole epoch budget (runs stop earlier once fitted)."""
-    from audit.cost import estimate
+    from audit.pipeline.cost import estimate
 
     items = []
     for name in experiments.names():
@@ -836,7 +839,7 @@ def list_experiments(as_json: JsonOpt = False) -> None:
 
 def print_items(items: list[dict[str, Any]], as_json: bool, columns: list[str], note: str = "") -> None:
     if as_json:
-        print(report.dumps(items))
+        print(formats.dumps(items))
         return
     from rich.table import Table
 
@@ -844,7 +847,7 @@ def print_items(items: list[dict[str, Any]], as_json: bool, columns: list[str], 
     for column in columns:
         table.add_column(column, overflow="fold")
     for item in items:
-        table.add_row(*(report.fmt(item[c]) if not isinstance(item[c], (list, dict)) else
+        table.add_row(*(tables.fmt(item[c]) if not isinstance(item[c], (list, dict)) else
                         json.dumps(item[c], ensure_ascii=False) for c in columns))
     console = out_console()
     console.print(table)

@@ -25,9 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audit.flops import matmul_rate, training_flops  # noqa: E402
-from audit.models import build_model  # noqa: E402
-from audit.train import autocast_for, has_conv, run_epoch  # noqa: E402
+from audit.models.flops import matmul_rate, training_flops
+from audit.models.registry import build_model
+from audit.train.device import autocast_for, has_conv
+from audit.train.loop import run_epoch
 
 MODELS = ("inception-small", "inception-small-nobn", "alexnet-small", "mlp-3x512", "mlp-1x512")
 LR = {"inception-small": 0.1, "inception-small-nobn": 0.1}

@@ -24,9 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import measures  # noqa: E402
-from audit.score import context_for  # noqa: E402
-from audit.store import open_store, read_run  # noqa: E402
-from audit.train import Operational  # noqa: E402
+from audit.pipeline.score import context_for
+from audit.store.directory import open_store
+from audit.store.files import read_run
+from audit.train.device import Operational
 from measures import norms  # noqa: E402
 
 

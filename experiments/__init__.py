@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from audit.errors import UsageError, unknown_name
-from audit.spec import ExperimentSpec, load_experiment_file
+from audit.spec.experiment import ExperimentSpec, load_experiment_file
 
 FOLDER = Path(__file__).parent
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from measures import Context, Undefined, measure
+from measures._registry import Context, Undefined, measure
 
 PROCEDURE_FIELDS = ("model", "optimizer", "lr", "lr_decay", "momentum", "weight_decay", "batch_size", "epochs",
                     "fit_target", "loss_target", "augment", "dropout", "batchnorm")
@@ -30,9 +30,9 @@ def cache_path(ctx: Context, draws: int, seed: int) -> Path | None:
          formula="mean over `draws` of 1 − 2·(train error after training the same architecture, with a 2-way "
                  "output, by the run's own procedure and budget on uniform random ±1 labels of the fitted inputs)")
 def rademacher(ctx: Context, draws: int, seed: int) -> float:
-    from audit.spec import derive_seed
-    from audit.store import atomic_replace
-    from audit.train import fit_labels
+    from audit.spec.run import derive_seed
+    from audit.store.files import atomic_replace
+    from audit.train.loop import fit_labels
 
     if ctx.spec is None:
         raise Undefined("needs the run's training procedure: score it through a store")

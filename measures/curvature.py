@@ -14,7 +14,8 @@ import torch
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import nn
 
-from measures import Context, Undefined, check_memory, keep_detail, measure
+from audit.resources import check_memory
+from measures._registry import Context, Undefined, keep_detail, measure
 from measures.functional import Params, flat, hvp_fn, params_of, subset, unflat
 
 TOP = {"samples": 2048, "seed": 0, "tol": 1e-3, "maxiter": 100}

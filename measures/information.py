@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from measures import Context, measure
+from measures._registry import Context, measure
 from measures.functional import subset
 
 

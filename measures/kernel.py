@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, jacrev, vmap
 
-from measures import Context, Undefined, check_memory, keep_detail, measure
+from audit.resources import check_memory
+from measures._registry import Context, Undefined, keep_detail, measure
 
 CHUNK_BYTES = 2 ** 27  # one chunk of Jacobian rows in float64 (two are held at a time)
 JACOBIAN_BYTES = 2 ** 30  # all Jacobian rows (float32) are kept when they fit in this, else recomputed per pair

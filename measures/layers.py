@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from audit.models import Shift
+from audit.models.zoo import Shift
 
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 

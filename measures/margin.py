@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from measures import Context, Undefined, measure
+from measures._registry import Context, Undefined, measure
 from measures.norms import bartlett_log, depth, l2_init, log_frobenius, log_spectral, path_norm
 
 PERCENTILE = {"percentile": 10.0}

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from measures import Context, Undefined, measure
+from measures._registry import Context, Undefined, measure
 from measures.layers import as_matrix, weight_layers, weights
 
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from measures import Context, Undefined, measure
+from measures._registry import Context, Undefined, measure
 
 
 def run_attr(ctx: Context, key: str) -> float:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from measures import Context, check_memory, measure
+from audit.resources import check_memory
+from measures._registry import Context, measure
 from measures.functional import subset
 
 

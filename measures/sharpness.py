@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from measures import Context, Undefined, measure
+from measures._registry import Context, Undefined, measure
 from measures.functional import Params, batched_metric, loss_at, params_of, subset
 
 GROUP_BYTES = 2**28  # at most this many bytes of stacked weight samples on the device at once

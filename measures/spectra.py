@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from measures import Context, Undefined, keep_detail, measure
+from measures._registry import Context, Undefined, keep_detail, measure
 from measures.layers import as_matrix, weight_layers
 
 THRESHOLD = 1e-5  # eigenvalues at or below it are left out of the power-law fit (as in WeightWatcher)

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from audit.batched import batchable, groups_of, train_group
-from audit.spec import RunSpec
-from audit.store import read_run
-from audit.train import Operational, train_run
+from audit.train.batched import batchable, groups_of, train_group
+from audit.spec.run import RunSpec
+from audit.store.files import read_run
+from audit.train.device import Operational
+from audit.train.loop import train_run
 
 OPS = Operational(checkpoint_seconds=0)
 
@@ -86,7 +87,7 @@ def test_runs_that_cannot_be_batched_train_alone():
 def test_a_batched_checkpoints_optimizer_state_is_the_one_torch_sgd_writes():
     import torch
 
-    from audit.batched import sgd_state
+    from audit.train.batched import sgd_state
 
     spec = RunSpec(dataset="digits", model="mlp-1x16", lr=0.05, momentum=0.8, weight_decay=1e-3)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
@@ -110,8 +111,8 @@ def test_stacked_mlp_step_is_torch_sgd_on_autograd_gradients():
     gradients that autograd computes for the nn.Module."""
     import torch
 
-    from audit import stacked_mlp
-    from audit.models import mlp
+    from audit.train import stacked_mlp
+    from audit.models.zoo import mlp
 
     torch.manual_seed(0)
     hyper = [(0.1, 0.9, 0.0), (0.05, 0.0, 1e-2), (0.2, 0.5, 1e-3)]  # lr, momentum, weight decay
@@ -143,8 +144,9 @@ def test_stacked_mlp_forward_and_which_models_qualify():
     import torch
     from torch import nn
 
-    from audit import stacked_mlp
-    from audit.models import build_model, mlp
+    from audit.train import stacked_mlp
+    from audit.models.registry import build_model
+    from audit.models.zoo import mlp
 
     torch.manual_seed(1)
     models = [mlp((1, 4, 4), 3, depth=1, width=6) for _ in range(2)]

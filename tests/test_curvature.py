@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import measures
+from audit import resources
 from measures.functional import flat, loss_at, params_of, unflat
 
 
@@ -61,7 +62,7 @@ def test_hessian_trace_is_deterministic_for_a_seed(tiny):
 
 
 def test_too_little_memory_is_refused(tiny, monkeypatch):
-    monkeypatch.setattr(measures, "available_bytes", lambda device: 1)
+    monkeypatch.setattr(resources, "available_bytes", lambda device: 1)
     for name in ("hessian-top", "hessian-trace"):
-        with pytest.raises(measures.TooLarge, match="samples"):
+        with pytest.raises(resources.TooLarge, match="samples"):
             measures.evaluate(context(tiny), name)

@@ -17,16 +17,16 @@ import torch
 import torchvision.datasets as tvd
 from PIL import Image
 
-from audit import data
+from audit.data import fitted, sources
 from audit.errors import UsageError
-from audit.spec import RunSpec
+from audit.spec.run import RunSpec
 
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    data.load_base.cache_clear()
+    sources.load_base.cache_clear()
     yield
-    data.load_base.cache_clear()
+    sources.load_base.cache_clear()
 
 
 def md5(path: Path) -> str:
@@ -86,7 +86,7 @@ def test_the_py2_pickles_read_like_the_real_files(tmp_path, monkeypatch):
 
 def test_cifar10_pixels_channels_and_labels_round_trip(tmp_path, monkeypatch):
     written = write_cifar10(tmp_path, monkeypatch)
-    base = data.load_base("cifar10", tmp_path)
+    base = sources.load_base("cifar10", tmp_path)
     assert base.x_train.shape == (100, 3, 32, 32) and base.x_test.shape == (20, 3, 32, 32)
     assert base.x_train.dtype == torch.float32 and base.y_train.dtype == torch.int64
     assert base.num_classes == 10 and base.source == str(tmp_path / "cifar-10-batches-py")
@@ -114,7 +114,7 @@ def test_cifar100_reads_fine_labels(tmp_path, monkeypatch):
     monkeypatch.setattr(tvd.CIFAR100, "train_list", [["train", md5(folder / "train")]])
     monkeypatch.setattr(tvd.CIFAR100, "test_list", [["test", md5(folder / "test")]])
     monkeypatch.setattr(tvd.CIFAR100, "meta", {**tvd.CIFAR100.meta, "md5": md5(folder / "meta")})
-    base = data.load_base("cifar100", tmp_path)
+    base = sources.load_base("cifar100", tmp_path)
     assert base.num_classes == 100
     assert base.x_train.shape == (200, 3, 32, 32) and base.x_test.shape == (20, 3, 32, 32)
     assert base.y_train.tolist() == labels["train"].tolist() and base.y_test.tolist() == labels["test"].tolist()
@@ -138,7 +138,7 @@ def write_svhn(root: Path, monkeypatch, n: int = 20) -> dict[str, tuple[np.ndarr
 
 def test_svhn_maps_label_10_to_digit_0_and_keeps_pixels(tmp_path, monkeypatch):
     written = write_svhn(tmp_path, monkeypatch)
-    base = data.load_base("svhn", tmp_path)
+    base = sources.load_base("svhn", tmp_path)
     x, y = written["train"]
     assert base.x_train.shape == (20, 3, 32, 32) and base.num_classes == 10
     assert base.y_train.tolist() == [int(v) % 10 for v in y[:, 0]]
@@ -150,21 +150,21 @@ def test_svhn_maps_label_10_to_digit_0_and_keeps_pixels(tmp_path, monkeypatch):
 def test_a_file_without_its_md5_registered_is_refused(tmp_path, monkeypatch):
     write_cifar10(tmp_path, monkeypatch, n=2, register=False)  # torchvision still holds the real MD5s
     with pytest.raises(UsageError, match="corrupted") as err:
-        data.load_base("cifar10", tmp_path)
+        sources.load_base("cifar10", tmp_path)
     message = str(err.value)
     assert "\n" not in message and "data_batch_1" in message and "--download" in message
     (tmp_path / "svhn").mkdir()
     write_svhn(tmp_path / "svhn", monkeypatch, n=2)
     (tmp_path / "svhn" / "test_32x32.mat").write_bytes(b"not the file that was registered")
     with pytest.raises(UsageError, match="test_32x32.mat is corrupted"):
-        data.load_base("svhn", tmp_path / "svhn")
+        sources.load_base("svhn", tmp_path / "svhn")
 
 
 @pytest.mark.parametrize("name, folder", [("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python"),
                                           ("svhn", "")])
 def test_missing_data_names_the_folder_and_download(tmp_path, name, folder):
     with pytest.raises(UsageError) as err:
-        data.load_base(name, tmp_path / "nothing")
+        sources.load_base(name, tmp_path / "nothing")
     message = str(err.value)
     assert "\n" not in message and "not found" in message and "--download" in message and "--data-dir" in message
     assert str((tmp_path / "nothing" / folder) if folder else tmp_path / "nothing") in message
@@ -183,7 +183,7 @@ def test_folder_of_rgb_images_labels_in_sorted_order(tmp_path):
             images[(class_name, i)] = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
             write_png(tmp_path / "pics" / class_name / f"{i}.png", images[(class_name, i)])
     (tmp_path / "pics" / "notes.txt").write_text("not a class")
-    base = data.load_base(f"folder:{tmp_path / 'pics'}")
+    base = sources.load_base(f"folder:{tmp_path / 'pics'}")
     assert base.num_classes == 3
     assert base.x_train.shape == (9, 3, 6, 5) and base.x_test.shape == (3, 3, 6, 5)
     assert sorted(base.y_test.tolist()) == [0, 1, 2]  # stratified: one test image per class
@@ -203,7 +203,7 @@ def test_folder_with_train_and_test_keeps_grayscale_as_one_channel(tmp_path):
         for class_name in ("one", "two"):
             for i in range(count):
                 write_png(tmp_path / part / class_name / f"{i}.png", rng.integers(0, 256, (7, 7), dtype=np.uint8))
-    base = data.load_base(f"folder:{tmp_path}")
+    base = sources.load_base(f"folder:{tmp_path}")
     assert base.x_train.shape == (6, 1, 7, 7) and base.x_test.shape == (4, 1, 7, 7)
     assert base.y_train.tolist() == [0, 0, 0, 1, 1, 1] and base.y_test.tolist() == [0, 0, 1, 1]
     assert base.num_classes == 2 and base.test_index is None
@@ -214,12 +214,12 @@ def test_folder_with_mixed_sizes_is_refused_naming_the_file(tmp_path):
     write_png(tmp_path / "a" / "1.png", np.zeros((8, 8, 3), np.uint8))
     write_png(tmp_path / "b" / "0.png", np.zeros((8, 9, 3), np.uint8))
     with pytest.raises(UsageError) as err:
-        data.load_base(f"folder:{tmp_path}")
+        sources.load_base(f"folder:{tmp_path}")
     message = str(err.value)
     assert "\n" not in message and str(tmp_path / "b" / "0.png") in message
     assert "3×8×9" in message and "3×8×8" in message
     with pytest.raises(UsageError, match="is not a folder"):
-        data.load_base(f"folder:{tmp_path / 'absent'}")
+        sources.load_base(f"folder:{tmp_path / 'absent'}")
 
 
 def test_spec_accepts_folder_names_and_rejects_unknown_ones():
@@ -234,12 +234,12 @@ def test_spec_accepts_folder_names_and_rejects_unknown_ones():
 def test_cifar10_run_data_with_paper_preprocessing_and_a_stratified_subset(tmp_path, monkeypatch):
     write_cifar10(tmp_path, monkeypatch)  # 100 train images, 10 per class
     spec = RunSpec(dataset="cifar10", preprocess="paper", train_size=50, model="alexnet-small")
-    run = data.build_run_data(spec, data_dir=tmp_path)
+    run = fitted.build_run_data(spec, data_dir=tmp_path)
     assert run.x_train.shape == (50, 3, 28, 28) and run.x_test.shape == (20, 3, 28, 28)
     assert torch.bincount(run.y_train, minlength=10).tolist() == [5] * 10
     flat = run.x_train.reshape(50, -1)
     assert torch.allclose(flat.mean(1), torch.zeros(50), atol=1e-5)
     assert torch.allclose(flat.std(1, unbiased=False), torch.ones(50), atol=1e-4)
-    again = data.build_run_data(spec, data_dir=tmp_path)
+    again = fitted.build_run_data(spec, data_dir=tmp_path)
     assert again.record["fingerprint_train"] == run.record["fingerprint_train"]
     assert run.record["train_index"].tolist() == again.record["train_index"].tolist()

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from cli import app

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from audit.errors import UsageError
-from audit.expressivity import biases, construct, merge_duplicates, outputs, triangular_system
+from audit.theory.expressivity import biases, construct, merge_duplicates, outputs, triangular_system
 from cli import app
 
 
@@ -97,7 +97,7 @@ def test_cli_bad_usage_is_one_line_exit_2():
 
 @pytest.mark.parametrize("depth", [3, 4, 7])
 def test_the_depth_k_network_computes_the_two_layer_function_with_o_n_plus_d_weights(depth):
-    from audit.expressivity import deepen
+    from audit.theory.expressivity import deepen
 
     rng = np.random.default_rng(depth)
     n, d = 60, 7

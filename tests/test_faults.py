@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from audit.store import SCHEMA, read_run
+from audit.store.record import SCHEMA
+from audit.store.files import read_run
 from cli import app
 
 ROOT = Path(__file__).parents[1]
@@ -136,7 +137,7 @@ def test_two_concurrent_runs_train_every_run_once(tmp_path):
 def test_a_full_disk_stops_with_a_clear_message_and_leaves_the_store_as_it_was(tmp_path, monkeypatch):
     import errno
 
-    import audit.store
+    import audit.store.files
 
     store = tmp_path / "s"
     args = ["run", "--model", "mlp-1x64", "--train-size", "200", "--variants", "true", "--seeds", "1",
@@ -147,7 +148,7 @@ def test_a_full_disk_stops_with_a_clear_message_and_leaves_the_store_as_it_was(t
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(audit.store.os, "fsync", full)
+    monkeypatch.setattr(audit.store.files.os, "fsync", full)
     result = runner.invoke(app, ["score", str(store), "--measure", "params"])
     assert result.exit_code == 1 and "no space left" in result.stderr and "Traceback" not in result.output
     assert {p.name: p.read_bytes() for p in (store / "runs").iterdir()} == before

@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from audit.data import build_run_data, load_base
+from audit.data.fitted import build_run_data
+from audit.data.sources import load_base
 from audit.errors import UsageError
-from audit.imagenet import LazyImages
-from audit.spec import RunSpec
+from audit.data.imagenet import LazyImages
+from audit.spec.run import RunSpec
 from cli import app
 
 ROOT = Path(__file__).parents[1]
@@ -105,7 +106,7 @@ def test_global_batch_norm_equals_batch_norm_on_a_well_conditioned_net(monkeypat
 
     import torch.distributed as dist
 
-    from audit.distributed import GlobalBatchNorm2d, sync_batchnorm
+    from audit.train.ddp import GlobalBatchNorm2d, sync_batchnorm
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

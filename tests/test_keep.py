@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from audit.spec import RunSpec, experiment_from_dict
+from audit.spec.run import RunSpec
+from audit.spec.experiment import experiment_from_dict
 from audit.errors import UsageError
-from audit.store import read_run
-from audit.train import Operational, train_run
+from audit.store.files import read_run
+from audit.train.device import Operational
+from audit.train.loop import train_run
 from cli import app
 
 

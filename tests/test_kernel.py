@@ -6,6 +6,8 @@ import math
 
 import h5py
 import numpy as np
+
+from audit import resources
 import pytest
 import scipy.linalg
 import torch
@@ -14,10 +16,10 @@ from torch import nn
 from typer.testing import CliRunner
 
 import measures
-from audit.data import build_run_data
+from audit.data.fitted import build_run_data
 from audit.errors import UsageError
-from audit.kernel import (KernelSpec, fit, kernel_block, kernel_spec, median_bandwidth, parse_kernel_model,
-                          predict, random_features)
+from audit.theory.kernel_runs import KernelSpec, kernel_spec, parse_kernel_model
+from audit.theory.kernel import fit, kernel_block, median_bandwidth, predict, random_features
 from cli import app
 from measures.layers import prepare
 
@@ -114,7 +116,7 @@ def test_cli_json_on_digits_and_the_stored_alpha_gives_the_rkhs_norm(tmp_path):
 
 
 def test_too_large_is_refused_before_allocating_with_the_memory_needed(monkeypatch):
-    monkeypatch.setattr(measures, "available_bytes", lambda device: 2 ** 25)  # 32 MiB: 80% is 25.6 MiB
+    monkeypatch.setattr(resources, "available_bytes", lambda device: 2 ** 25)  # 32 MiB: 80% is 25.6 MiB
     result = runner.invoke(app, ["kernel", "--dataset", "digits", "--train-size", "1000"])
     assert result.exit_code == 0, result.output  # 1,000 points need about 15 MiB
     result = runner.invoke(app, ["kernel", "--dataset", "digits", "--train-size", "0"])

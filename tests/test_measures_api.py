@@ -69,8 +69,8 @@ def test_import_adds_a_users_model_as_a_run(tmp_path, monkeypatch):
     torch.manual_seed(0)
     init = build(10)
     torch.save(init.state_dict(), "init.pt")
-    from audit.data import build_run_data
-    from audit.spec import RunSpec
+    from audit.data.fitted import build_run_data
+    from audit.spec.run import RunSpec
     data = build_run_data(RunSpec())
     model = build(10)
     model.load_state_dict(init.state_dict())
@@ -97,7 +97,7 @@ def test_import_adds_a_users_model_as_a_run(tmp_path, monkeypatch):
 
 
 def test_the_catalogue_page_is_current():
-    from audit.report import catalogue_markdown
+    from audit.render.formats import catalogue_markdown
 
     page = (Path(__file__).parents[1] / "docs" / "measures.md").read_text()
     expected = catalogue_markdown([measures.get(n).metadata() for n in measures.names()])

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import measures
-from audit.data import build_run_data
-from audit.spec import RunSpec
+from audit.data.fitted import build_run_data
+from audit.spec.run import RunSpec
 
 
 def stored_weights(path):

@@ -35,7 +35,7 @@ def test_plot_writes_the_panels_of_figure_1_and_each_measure(quick_run, tmp_path
 
 
 def test_the_lines_are_the_medians_over_seeds_of_the_stored_runs(quick_run):
-    from audit.plots import figure_1b, figure_1c, figure_measure, pyplot
+    from audit.render.plots import figure_1b, figure_1c, figure_measure, pyplot
 
     plt = pyplot()
     _, doc = quick_run

@@ -3,19 +3,19 @@
 import copy
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import measures
-from audit.data import build_run_data
-from audit.models import build_model
-from audit.score import context_for
-from audit.spec import RunSpec, derive_seed
-from audit.store import read_run
-from audit.train import Operational, train_run
+from audit.data.fitted import build_run_data
+from audit.models.registry import build_model
+from audit.pipeline.score import context_for
+from audit.spec.run import RunSpec, derive_seed
+from audit.store.files import read_run
+from audit.train.device import Operational
+from audit.train.loop import train_run
 from measures.layers import prepare
 
 FAST = {"samples": 256, "draws": 4, "steps": 5, "probes": 8, "iterations": 12}
@@ -129,11 +129,11 @@ def test_first_epoch_loss_equals_the_losses_of_an_explicit_first_epoch(run_path)
 
 
 def test_rademacher_known_outcomes_and_cache_shared_across_labels(tmp_path, monkeypatch):
-    import audit.train
+    import audit.train.loop
 
     calls = []
-    original = audit.train.fit_labels
-    monkeypatch.setattr(audit.train, "fit_labels", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = audit.train.loop.fit_labels
+    monkeypatch.setattr(audit.train.loop, "fit_labels", lambda *a, **k: calls.append(1) or original(*a, **k))
     (tmp_path / "runs").mkdir()
     values = {}
     for variant, p in (("true", 0.0), ("random-labels", 1.0)):

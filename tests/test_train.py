@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from audit.spec import RunSpec
-from audit.store import read_run
-from audit.train import Operational, train_run
+from audit.spec.run import RunSpec
+from audit.store.files import read_run
+from audit.train.device import Operational
+from audit.train.loop import train_run
 
 
 def test_random_labels_are_fitted_and_test_accuracy_is_chance(tmp_path):
@@ -76,8 +77,8 @@ def test_a_complete_run_is_not_trained_again(tmp_path):
 def test_augmentation_crops_and_flips_fresh_each_epoch_and_keeps_labels(tmp_path):
     import torch
 
-    from audit.augment import make_augmenter, random_crops
-    from audit.data import centre_crop, whiten_per_image
+    from audit.data.augment import make_augmenter, random_crops
+    from audit.data.preprocess import centre_crop, whiten_per_image
 
     images = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32)
     crops = random_crops(images, 28, torch.Generator().manual_seed(0))
@@ -98,8 +99,9 @@ def test_augmentation_crops_and_flips_fresh_each_epoch_and_keeps_labels(tmp_path
 
 
 def test_an_augmented_run_measures_train_accuracy_unaugmented(tmp_path):
-    from audit.data import build_run_data
-    from audit.train import evaluate, load_arrays, make_model
+    from audit.data.fitted import build_run_data
+    from audit.train.evaluate import evaluate
+    from audit.train.state import load_arrays, make_model
 
     spec = RunSpec(augment="crop+flip", epochs=3, model="mlp-1x64")
     record = train_run(spec, tmp_path / "a.h5")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from audit.verdict import adjust, exact_null_range, judge, pairwise_auc
+from audit.judge.statistics import adjust, exact_null_range, pairwise_auc
+from audit.judge.verdict import judge
 
 P_OF = {"true": 0.0, "corrupt:0.5": 0.5, "random-labels": 1.0}
 

@@ -1,0 +1,102 @@
+"""The model registry: names → builders for any input shape and number of classes; users' models as module:function."""
+
+from __future__ import annotations
+from collections.abc import Callable
+from dataclasses import dataclass
+import torch
+from torch import nn
+from audit.errors import UsageError, unknown_name
+from audit.models.zoo import MLP_PATTERN, alexnet_small, inception_small, inception_v3, mlp
+
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    description: str
+    build: Callable[..., nn.Module]
+
+
+def _mlp_entry(name: str) -> ModelEntry:
+    depth, width = (int(g) for g in MLP_PATTERN.match(name).groups())  # type: ignore[union-attr]
+    if not 1 <= depth <= 64 or not 1 <= width <= 65536:
+        raise UsageError(f"model '{name}': depth must lie in 1..64 and width in 1..65536")
+    return ModelEntry(
+        name, f"MLP, {depth} hidden ReLU layer{'s' * (depth > 1)} of {width}, biases",
+        lambda input_shape, num_classes, dropout=0.0, batchnorm=True: mlp(
+            input_shape, num_classes, depth, width, dropout))
+
+
+MODELS: dict[str, ModelEntry] = {name: _mlp_entry(name) for name in ("mlp-1x512", "mlp-3x512")}
+
+MODELS["alexnet-small"] = ModelEntry(
+    "alexnet-small", "small AlexNet: 2 × [conv 5×5 64, max pool 3×3/2, LRN], FC 384, FC 192",
+    lambda input_shape, num_classes, dropout=0.0, batchnorm=True: alexnet_small(input_shape, num_classes, dropout))
+
+MODELS["inception-small"] = ModelEntry(
+    "inception-small", "small Inception with batch norm (batchnorm=false gives inception-small-nobn)",
+    lambda input_shape, num_classes, dropout=0.0, batchnorm=True: inception_small(
+        input_shape, num_classes, dropout, batchnorm))
+
+MODELS["inception-small-nobn"] = ModelEntry(
+    "inception-small-nobn", "small Inception without batch norm (conv biases instead)",
+    lambda input_shape, num_classes, dropout=0.0, batchnorm=True: inception_small(
+        input_shape, num_classes, dropout, batchnorm=False))
+
+MODELS["inception-v3"] = ModelEntry(
+    "inception-v3", "torchvision's Inception v3 (23.8M parameters at 1000 classes), RGB images ≥ 75×75, the "
+    "paper's ImageNet model", inception_v3)
+
+
+def _imported_entry(name: str) -> ModelEntry:
+    """A user's model as `module:function`; the function returns an nn.Module, and takes input_shape and
+    num_classes as keyword arguments if it declares them."""
+    import importlib
+    import inspect
+
+    import os
+    import sys
+
+    module_name, _, function_name = name.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as err:
+        raise UsageError(f"cannot load model '{name}': {err}; the module must be importable from the "
+                         "current directory or PYTHONPATH") from None
+    accepted = set(inspect.signature(function).parameters)
+
+    def build(input_shape: tuple[int, ...], num_classes: int, dropout: float = 0.0, batchnorm: bool = True) -> nn.Module:
+        given = {"input_shape": input_shape, "num_classes": num_classes}
+        model = function(**{k: v for k, v in given.items() if k in accepted})
+        if not isinstance(model, nn.Module):
+            raise UsageError(f"model '{name}' returned {type(model).__name__}, not a torch.nn.Module")
+        return model
+
+    return ModelEntry(name, f"user model {name}", build)
+
+
+def model_entry(name: str) -> ModelEntry:
+    if name in MODELS:
+        return MODELS[name]
+    if MLP_PATTERN.match(name):
+        return _mlp_entry(name)
+    if ":" in name:
+        return _imported_entry(name)
+    raise unknown_name("model", name, list(MODELS) + ["mlp-DxW", "module:function"])
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, *, dropout: float = 0.0,
+                batchnorm: bool = True, seed: int | None = None) -> nn.Module:
+    """A fresh model; with a seed, its initialization is drawn from that seed alone."""
+    entry = model_entry(name)
+    if seed is None:
+        return entry.build(input_shape, num_classes, dropout=dropout, batchnorm=batchnorm)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return entry.build(input_shape, num_classes, dropout=dropout, batchnorm=batchnorm)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,154 @@
+"""Measures on stored runs: rebuild the fitted data, load the weights, compute, cache in the run file."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import measures
+from audit.data.fitted import build_run_data
+from audit.errors import WorkError
+from audit.spec.run import KERNEL_PREFIX
+from audit.store.files import DiskFull, read_run, write_run
+from audit.store.locks import RunLocked, run_lock
+from audit.store.record import RunRecord
+from audit.store.directory import Store
+from audit.train.device import Operational, resolve_device
+from audit.train.state import load_arrays, make_model
+from measures.layers import prepare
+
+
+def context_for(record: RunRecord, ops: Operational, at: str | None = None) -> measures.Context:
+    """The measure context of a stored run: its exact fitted train data, its init weights and its final
+    weights (or the weights kept at the keep point `at`)."""
+    device = resolve_device(ops.device)
+    data = build_run_data(record.spec, ops.data_dir, ops.download)
+    if data.record["fingerprint_train"] != record.data.get("fingerprint_train"):
+        raise WorkError(f"{record.path}: the rebuilt train data do not match the data the run fitted "
+                        "(fingerprint mismatch); the dataset files changed since it was trained")
+    final = make_model(record.spec, data)
+    load_arrays(final, record.final if at is None else record.kept[at]["weights"])
+    init = make_model(record.spec, data)
+    load_arrays(init, record.init)
+    x = data.x_train
+    if hasattr(x, "identity"):  # lazily read images (imagenet): measures take the fitted set as one tensor
+        from audit.data.imagenet import MEASURE_BYTES
+
+        needed = 4 * len(x) * int(np.prod(x.shape[1:]))
+        if needed > MEASURE_BYTES:
+            raise WorkError(f"{record.path}: measures need the {len(x)} fitted images in memory ({needed / 1e9:.0f} "
+                            f"GB as float32, over the {MEASURE_BYTES / 1e9:.0f} GB limit); score a run with a "
+                            "smaller --train-size")
+        x = x[:]
+    return measures.Context(model=prepare(final, device), init=prepare(init, device),
+                            x=x.to(device), y=data.y_train.to(device), num_classes=data.num_classes,
+                            spec=record.spec, record=record, raw_model=final, device=device)
+
+
+def cache_key(name: str, at: str | None) -> str:
+    """Measures at a keep point are cached as NAME@POINT, e.g. l2-margin@loss:0.1."""
+    return name if at is None else f"{name}@{at}"
+
+
+def is_cached(record: RunRecord, name: str, settings: dict[str, Any], at: str | None = None) -> bool:
+    entry = record.measures.get(cache_key(name, at))
+    if entry is None or entry.get("failed"):
+        return False
+    return (int(entry.get("version", -1)) == measures.get(name).version
+            and json.loads(entry.get("settings", "{}")) == settings)
+
+
+@dataclass
+class ScoreOutcome:
+    records: list[RunRecord]
+    errors: list[str]  # one line per run that could not be read or scored
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def score_store(store: Store, names: list[str], ops: Operational = Operational(),
+                overrides: dict[str, dict[str, Any]] | None = None, recompute: bool = False,
+                on_run: Progress | None = None, at: str | None = None, only: set[str] | None = None) -> ScoreOutcome:
+    """Compute the named measures on every complete run of the store that lacks them, caching each value;
+    with `at`, on the weights kept at that point of training (runs that never reached it are skipped)."""
+    overrides = overrides or {}
+    settings = {name: measures.resolved_settings(name, overrides.get(name)) for name in names}
+    records, errors = [], []
+    paths = store.run_paths()
+    for index, path in enumerate(paths):
+        if on_run is not None:
+            on_run(path.stem, index, len(paths))
+        try:
+            record = read_run(path, weights=False)
+        except WorkError as err:
+            errors.append(str(err))
+            continue
+        todo = [n for n in names if recompute or not is_cached(record, n, settings[n], at)]
+        if only is not None and record.run_id not in only:
+            todo = []  # another shard's run: reported as it is, scored by its shard
+        if record.spec.model.startswith(KERNEL_PREFIX):
+            todo = []  # a kernel run: its measure (rkhs-norm) is written when it is fitted; network ones don't apply
+        reached = at is None or at in record.kept
+        if record.status == "complete" and todo and reached:
+            try:
+                record = _score_run(path, todo, settings, ops, at, recompute)
+            except RunLocked as err:
+                errors.append(f"{path}: not scored now, {err}")
+            except DiskFull:
+                raise
+            except WorkError as err:
+                errors.append(str(err) if str(path) in str(err) else f"{path}: {err}")
+            errors += [f"{path}: measure {key}: {entry['reason']}" for key, entry in record.measures.items()
+                       if entry.get("failed") and key.split("@")[0] in todo]
+        records.append(record)
+    return ScoreOutcome(records, errors)
+
+
+LOCK_WAIT_SECONDS = 300.0  # scoring a run is short: wait this long for another process that holds it
+
+
+def _score_run(path: Path, todo: list[str], settings: dict[str, dict[str, Any]], ops: Operational,
+               at: str | None, recompute: bool = False) -> RunRecord:
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            with run_lock(path):
+                return _score_locked(path, todo, settings, ops, at, recompute)
+        except RunLocked:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _score_locked(path: Path, todo: list[str], settings: dict[str, dict[str, Any]], ops: Operational,
+                  at: str | None, recompute: bool) -> RunRecord:
+    record = read_run(path)
+    if not recompute:  # another process may have scored it while we waited
+        todo = [n for n in todo if not is_cached(record, n, settings[n], at)]
+    if not todo:
+        return record
+    ctx = context_for(record, ops, at)
+    for name in todo:
+        result = measures.evaluate(ctx, name, settings[name])
+        record.measures[cache_key(name, at)] = {
+            "value": result.value, "seconds": result.seconds, "version": measures.get(name).version,
+            "settings": json.dumps(settings[name], sort_keys=True), "reason": result.reason,
+            "failed": True if result.failed else None,
+            "detail": {k: np.asarray(v) for k, v in result.detail.items()}}
+    write_run(path, record, "measures")
+    return record
+
+
+def measure_value(record: RunRecord, name: str, at: str | None = None) -> float | None:
+    entry = record.measures.get(cache_key(name, at))
+    if entry is None:
+        return None
+    value = entry.get("value")
+    return None if value is None else float(value)

@@ -1,0 +1,1 @@
+"""Rendering: terminal tables, JSON, CSV and Markdown, figures, progress."""

@@ -1,0 +1,167 @@
+"""The run spec: every setting that changes the science of one run, its canonical form and run id.
+
+A RunSpec holds every setting that changes the result of a run; its run id is a short hash of its
+canonical JSON. Operational settings (device, threads, batching, checkpointing) live elsewhere so that
+adding one never re-keys a store. Constructing one checks types and ranges only: names are checked
+against the registries where specs enter (audit.pipeline.names), never when a stored file is read.
+"""
+
+from __future__ import annotations
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+from audit.errors import UsageError, unknown_name
+
+
+LABEL_VARIANTS = ("true", "corrupt", "random-labels")
+
+INPUT_VARIANTS = ("shuffled-pixels", "random-pixels", "gaussian")
+
+VARIANTS = LABEL_VARIANTS + INPUT_VARIANTS
+
+OPTIMIZERS = ("sgd", "adam")
+
+PREPROCESSINGS = ("standard", "paper", "none")
+
+KERNEL_PREFIX = "kernel-"  # a model named kernel-KIND[,...] is a kernel machine (audit.kernel), not a network
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Every setting that changes the science of one training run, defaults written out."""
+
+    dataset: str = "digits"
+    train_size: int | None = None  # stratified subset of the train set; None = all of it
+    split_seed: int = 0  # seed of the subset (and of the digits train/test split)
+    preprocess: str = "standard"
+    variant: str = "true"
+    corrupt: float | None = 0.0  # p on the label axis; None on the input axis
+    corrupt_test: bool = False
+    seed: int = 0
+    model: str = "mlp-1x512"
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    lr_decay: float = 1.0  # learning rate multiplied by this after every epoch
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 200  # the most epochs a run trains for
+    fit_target: float = 1.0  # train accuracy at which a run is fitted and stops
+    loss_target: float | None = None  # stop once the train loss is at or below this
+    augment: str = "none"  # none | crop | crop+flip | flip
+    dropout: float = 0.0
+    batchnorm: bool = True  # only for models that have batch norm
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def canonical(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha256(self.canonical().encode()).hexdigest()[:12]
+
+    @property
+    def variant_label(self) -> str:
+        return f"corrupt:{self.corrupt:g}" if self.variant == "corrupt" else self.variant
+
+    def family_key(self) -> str:
+        """Runs identical but for variant and seed share a family."""
+        rest = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("variant", "corrupt", "seed")}
+        return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:8]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            name = sorted(unknown)[0]
+            raise unknown_name("spec field", name, sorted(known))
+        return cls(**values)
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """An independent 63-bit seed for one purpose (labels, init, order, ...) of a run's seed."""
+    digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {  # field → (accepted types, None allowed)
+    **{name: ((str,), False) for name in ("dataset", "preprocess", "variant", "model", "optimizer", "augment")},
+    **{name: ((int,), False) for name in ("seed", "split_seed", "batch_size", "epochs")},
+    "train_size": ((int,), True),
+    **{name: ((float, int), False) for name in ("lr", "lr_decay", "momentum", "weight_decay", "fit_target",
+                                                 "dropout")},
+    "loss_target": ((float, int), True), "corrupt": ((float, int), True),
+    **{name: ((bool,), False) for name in ("corrupt_test", "batchnorm")},
+}
+
+
+def check_field(name: str, value: Any) -> None:
+    """Raise UsageError unless value has the type of spec field `name` (bools are not numbers here)."""
+    kinds, none_ok = FIELD_TYPES[name]
+    if value is None and none_ok:
+        return
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+        raise UsageError(f"spec field '{name}' must be {kinds[0].__name__}, got {value!r}")
+
+
+def validate(spec: RunSpec) -> None:
+    """Raise UsageError naming the first invalid field; the spec is then never used."""
+    for name in FIELD_TYPES:
+        check_field(name, getattr(spec, name))
+    from audit.data.sources import check_dataset_name
+    from audit.models.registry import model_entry
+
+    check_dataset_name(spec.dataset)
+    if spec.model.startswith(KERNEL_PREFIX):
+        from audit.theory.kernel_runs import parse_kernel_model
+
+        parse_kernel_model(spec.model)
+    else:
+        model_entry(spec.model)
+    if spec.variant not in VARIANTS:
+        raise unknown_name("variant", spec.variant, list(VARIANTS))
+    expected = {"true": 0.0, "random-labels": 1.0}.get(spec.variant)
+    if spec.variant in INPUT_VARIANTS and spec.corrupt is not None:
+        raise UsageError(f"variant '{spec.variant}' is on the input axis: its corrupt must be null")
+    if spec.variant in LABEL_VARIANTS:
+        if spec.corrupt is None or not 0.0 <= spec.corrupt <= 1.0:
+            raise UsageError(f"corrupt must lie in [0, 1], got {spec.corrupt!r}")
+        if expected is not None and spec.corrupt != expected:
+            raise UsageError(f"variant '{spec.variant}' has corrupt {expected}, got {spec.corrupt}")
+    positive = {"batch_size": spec.batch_size, "epochs": spec.epochs, "lr": spec.lr}
+    for name, value in positive.items():
+        if not value > 0 or not math.isfinite(value):
+            raise UsageError(f"{name} must be positive, got {value}")
+    if spec.train_size is not None and spec.train_size <= 0:
+        raise UsageError(f"train_size must be positive, got {spec.train_size}")
+    if spec.seed < 0 or spec.split_seed < 0:
+        raise UsageError("seeds must be non-negative integers")
+    for name, low, high in (("lr_decay", 0.0, 1.0), ("momentum", 0.0, 1.0), ("fit_target", 0.0, 1.0)):
+        value = getattr(spec, name)
+        if not (low < value <= high if name != "momentum" else low <= value < high):
+            raise UsageError(f"{name} must lie in ({low}, {high}], got {value}")
+    if not 0.0 <= spec.weight_decay < 1.0:
+        raise UsageError(f"weight_decay must lie in [0, 1), got {spec.weight_decay}")
+    if not 0.0 <= spec.dropout < 1.0:
+        raise UsageError(f"dropout must lie in [0, 1), got {spec.dropout}")
+    if spec.loss_target is not None and not spec.loss_target > 0:
+        raise UsageError(f"loss_target must be positive, got {spec.loss_target}")
+    if spec.optimizer not in OPTIMIZERS:
+        raise unknown_name("optimizer", spec.optimizer, list(OPTIMIZERS))
+    from audit.data.imagenet import image_size
+
+    if spec.preprocess not in PREPROCESSINGS and image_size(spec.preprocess) is None:
+        raise unknown_name("preprocessing", spec.preprocess, [*PREPROCESSINGS, "imagenet[:SIZE]"])
+    if (spec.dataset == "imagenet") != (image_size(spec.preprocess) is not None):
+        raise UsageError(f"dataset {spec.dataset} with preprocessing '{spec.preprocess}': the imagenet dataset "
+                         "takes preprocess imagenet or imagenet:SIZE, and only it does")
+    if spec.augment not in ("none", "crop", "flip", "crop+flip"):
+        raise unknown_name("augmentation", spec.augment, ["none", "crop", "flip", "crop+flip"])

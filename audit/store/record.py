@@ -1,0 +1,44 @@
+"""The run record: everything a run file holds, in memory, and its checksums."""
+
+from __future__ import annotations
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+import numpy as np
+from audit.spec.run import RunSpec
+
+
+SCHEMA = 2  # 1: first release; 2: train_size/test_size attributes and weights/kept (schema 1 is migrated on read)
+
+STATUSES = ("running", "complete", "diverged")
+
+
+@dataclass
+class RunRecord:
+    """Everything a run file holds, in memory."""
+
+    spec: RunSpec
+    status: str = "running"
+    fitted: bool = False
+    attrs: dict[str, Any] = field(default_factory=dict)  # timings, versions, outcome summary
+    data: dict[str, Any] = field(default_factory=dict)  # what regenerates the fitted data
+    init: dict[str, np.ndarray] = field(default_factory=dict)
+    final: dict[str, np.ndarray] = field(default_factory=dict)
+    history: dict[str, np.ndarray] = field(default_factory=dict)
+    resume: bytes | None = None
+    measures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    kept: dict[str, dict[str, Any]] = field(default_factory=dict)  # tag → {"attrs": {...}, "weights": {...}}
+    path: Path | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+
+def weights_checksum(weights: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(weights[name]).tobytes())
+    return digest.hexdigest()

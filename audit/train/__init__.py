@@ -1,0 +1,1 @@
+"""Training: the one evaluation and stopping rule, the single-run loop, batched and stacked training, data parallel."""

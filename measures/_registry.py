@@ -1,0 +1,186 @@
+"""The measure registry (private; `measures` is the public face): every candidate generalization measure with its metadata.
+
+A measure is a function of a Context (the model with final weights in eval mode, its init, the
+fitted train data, the run's spec and history) returning a float, or raising Undefined with the
+reason when it is not defined for that run. Register one with @measure(...).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from audit.errors import UsageError, WorkError, unknown_name
+
+FAMILIES = ("count", "norm", "spectral", "path", "margin", "margin-normalized", "sharpness", "flatness",
+            "pac-bayes", "curvature", "information", "spectra", "capacity", "optimization", "kernel",
+            "sensitivity")
+NEEDS = ("weights", "init", "train", "history", "procedure")
+COSTS = ("instant", "pass", "heavy")
+
+
+class Undefined(Exception):
+    """The measure is not defined for this run; the message says why."""
+
+
+@dataclass(frozen=True)
+class Measure:
+    name: str
+    fn: Callable[..., float]
+    family: str
+    needs: tuple[str, ...]
+    direction: int  # +1: larger means more complex; -1: smaller means more complex
+    cost: str
+    reference: str
+    formula: str
+    log: bool = False  # reported as a natural log
+    invariant: bool = False  # invariant to rescaling ReLU layers (layer i × c, layer i+1 ÷ c)
+    settings: dict[str, Any] = field(default_factory=dict)
+    version: int = 1
+    default: bool = True  # part of the default set that `audit run` scores
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "family": self.family, "needs": list(self.needs),
+                "direction": "larger = more complex" if self.direction > 0 else "smaller = more complex",
+                "cost": self.cost, "log": self.log, "invariant": self.invariant,
+                "settings": dict(self.settings), "version": self.version, "default": self.default,
+                "reference": self.reference, "formula": self.formula}
+
+
+MEASURES: dict[str, Measure] = {}
+
+
+def measure(name: str, *, family: str, needs: tuple[str, ...], direction: int, cost: str, reference: str,
+            formula: str, log: bool = False, invariant: bool = False, settings: dict[str, Any] | None = None,
+            version: int = 1, default: bool = True) -> Callable[[Callable[..., float]], Callable[..., float]]:
+    """Register fn(ctx, **settings) -> float as a measure."""
+    assert family in FAMILIES and set(needs) <= set(NEEDS) and cost in COSTS and direction in (1, -1)
+
+    def register(fn: Callable[..., float]) -> Callable[..., float]:
+        assert name not in MEASURES, f"measure {name} registered twice"
+        MEASURES[name] = Measure(name, fn, family, needs, direction, cost, reference, formula, log,
+                                 invariant, dict(settings or {}), version, default)
+        return fn
+
+    return register
+
+
+@dataclass
+class Context:
+    """What a measure may look at. Weights are read from `model` (eval mode, batch norm folded)."""
+
+    model: nn.Module
+    init: nn.Module | None = None
+    x: torch.Tensor | None = None
+    y: torch.Tensor | None = None
+    num_classes: int | None = None
+    spec: Any = None  # RunSpec when scored from a store
+    record: Any = None  # RunRecord when scored from a store
+    raw_model: nn.Module | None = None  # as trained, before folding (for parameter counts)
+    device: torch.device = torch.device("cpu")
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def cached(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
+
+    def require_train(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.x is None or self.y is None:
+            raise Undefined("needs the train data; pass train=(x, y)")
+        return self.x, self.y
+
+    def logits(self) -> torch.Tensor:
+        """Outputs of the model on the whole fitted train set, computed once."""
+        def run() -> torch.Tensor:
+            x, _ = self.require_train()
+            with torch.inference_mode():
+                return torch.cat([self.model(x[i:i + 8192]) for i in range(0, len(x), 8192)]).float()
+        return self.cached("logits", run)
+
+
+@dataclass
+class Result:
+    value: float | None
+    seconds: float
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)  # per-layer values etc., arrays or numbers
+    failed: bool = False  # the measure raised: recorded for this run, never cached
+
+
+def keep_detail(ctx: Context, name: str, **values: Any) -> None:
+    """Keep per-layer (or other) detail beside a measure's scalar; it is stored with the cached value."""
+    ctx.cache.setdefault(f"detail:{name}", {}).update(values)
+
+
+def get(name: str) -> Measure:
+    if name not in MEASURES:
+        raise unknown_name("measure", name, list(MEASURES))
+    return MEASURES[name]
+
+
+def names(default_only: bool = False) -> list[str]:
+    ordered = sorted(MEASURES.values(), key=lambda m: FAMILIES.index(m.family))  # stable: registration order within
+    return [m.name for m in ordered if m.default or not default_only]
+
+
+def resolved_settings(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    measure_ = get(name)
+    settings = dict(measure_.settings)
+    for key, value in (overrides or {}).items():
+        if key not in settings:
+            raise unknown_name(f"setting of {name}", key, list(settings))
+        default = settings[key]
+        try:
+            settings[key] = type(default)(value) if default is not None and not isinstance(default, bool) else value
+        except (TypeError, ValueError):
+            raise UsageError(f"setting {name}.{key} must be a {type(default).__name__}, got {value!r}") from None
+    return settings
+
+
+def evaluate(ctx: Context, name: str, overrides: dict[str, Any] | None = None) -> Result:
+    """One measure on one context; Undefined becomes a null value with its reason."""
+    measure_ = get(name)
+    settings = resolved_settings(name, overrides)
+    start = time.perf_counter()
+    ctx.cache.pop(f"detail:{name}", None)
+    try:
+        value = float(measure_.fn(ctx, **settings))
+    except Undefined as why:
+        return Result(None, time.perf_counter() - start, str(why))
+    except (WorkError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # a bug or a model the measure does not handle: this run only
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        return Result(None, time.perf_counter() - start, f"failed: {type(error).__name__}: {first_line}",
+                      failed=True)
+    seconds = time.perf_counter() - start
+    detail = ctx.cache.pop(f"detail:{name}", {})
+    if not math.isfinite(value):
+        return Result(None, seconds, f"not finite ({value})", detail)
+    return Result(value, seconds, None, detail)
+
+
+def compute(model: nn.Module, names_: list[str], train: tuple[torch.Tensor, torch.Tensor] | None = None,
+            init: nn.Module | None = None, device: str | torch.device = "cpu",
+            settings: dict[str, dict[str, Any]] | None = None) -> dict[str, float | None]:
+    """Measures of any torch model: {name: value or None}. The model is measured in eval mode."""
+    from measures.layers import prepare
+
+    device = torch.device(device)
+    for name in names_:
+        needs = get(name).needs
+        if "history" in needs or "procedure" in needs:
+            raise UsageError(f"measure '{name}' needs a run's history or training procedure: score it "
+                             "through a store (`audit score`)")
+    x, y = (train[0].to(device), train[1].to(device)) if train is not None else (None, None)
+    ctx = Context(model=prepare(model, device), init=prepare(init, device) if init is not None else None,
+                  x=x, y=y, raw_model=model, device=device,
+                  num_classes=None)
+    return {name: evaluate(ctx, name, (settings or {}).get(name)).value for name in names_}
