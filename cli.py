@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from typer._click import exceptions as typer_click_exceptions
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typer._click import exceptions as typer_click_exceptions
 
 import audit
 import experiments
 import measures
-from audit.render import formats, tables
 from audit.errors import UsageError, WorkError
+from audit.pipeline.names import check_experiment, check_run
+from audit.render import formats, tables
 
 app = typer.Typer(
     help="Run the randomization test of Zhang et al. and audit generalization measures with it.",
@@ -197,8 +198,8 @@ def score_and_report(store: Any, names: list[str], ops: Any, output: "Output", r
                      settings: dict[str, dict[str, Any]], recompute: bool = False, show: list[str] | None = None,
                      extra_errors: list[str] | None = None, at: str | None = None,
                      only: set[str] | None = None) -> int:
-    from audit.pipeline.score import score_store
     from audit.judge.rows import run_rows
+    from audit.pipeline.score import score_store
 
     outcome = score_store(store, names, ops, settings, recompute=recompute, on_run=reporter.on_score, at=at,
                           only=only)
@@ -227,7 +228,7 @@ def emit(store: Any, rows: list[dict[str, Any]], names: list[str], errors: list[
          show: list[str]) -> None:
     from audit.judge.verdict import judge
 
-    judgement = judge(rows, names, output.correction)
+    judgement = judge(rows, measures.judged(names), output.correction)
     if output.csv is not None:
         formats.write_csv(output.csv, judgement)
     if output.as_json:
@@ -315,7 +316,7 @@ def run(
                  "lr_decay": lr_decay, "momentum": momentum, "weight_decay": weight_decay,
                  "batch_size": batch_size, "corrupt_test": corrupt_test, "seeds": seeds,
                  "variants": [v.strip() for v in variants.split(",") if v.strip()] if variants is not None else None}
-    spec = apply_overrides(spec, overrides)
+    spec = check_experiment(apply_overrides(spec, overrides))
     names = resolve_names(measure, all_measures)
     if not measure and not all_measures and all(r.model.startswith("kernel-") for r in spec.expand()):
         names = ["rkhs-norm"]  # a kernel experiment: its measure is stored when each run is fitted
@@ -439,8 +440,8 @@ def report_command(
     """Print the runs and verdicts of a store from its cached measures (computes nothing): per measure, the
     randomization test (auc with its interval, trend with its corrected p, input-axis comparisons) beside the
     hyperparameter protocols (Kendall tau, granulated psi, sign-error, CMI with its sign)."""
-    from audit.pipeline.grid import open_for_report
     from audit.judge.rows import run_rows
+    from audit.pipeline.grid import open_for_report
 
     output = Output(as_json, markdown, csv, correction)
     check_point(at)
@@ -517,9 +518,9 @@ def plot(
     """Write the paper's Figure 1 panels from a store (1a training loss against steps per variant, 1b time to
     fit relative to true labels against p, 1c test error against p with chance marked) and each measure
     against p with seeds as points. Needs matplotlib: pip install -e '.[plot]'."""
+    from audit.judge.rows import run_rows
     from audit.pipeline.grid import open_for_report
     from audit.render.plots import pyplot, write_figures
-    from audit.judge.rows import run_rows
 
     pyplot()  # a missing matplotlib is a usage error before any work
     target = store_path(store)
@@ -677,35 +678,23 @@ def kernel(
     float64 Cholesky in torch (a tiny jitter only if K is numerically singular), and report train error, test
     error on the clean test labels, the RKHS norm sqrt(Σ_c α_cᵀ K α_c) (summed over the classes c), time and
     memory. Before building K it estimates the memory and refuses (exit 1) when K would not fit."""
-    from audit.theory.kernel_runs import kernel_record, kernel_spec, fit_run
+    from audit.theory.kernel_runs import fit_run, kernel_spec, store_kernel_run
     from audit.train.device import resolve_device
 
-    spec = kernel_spec(dataset, train_size or None, variant, kind, bandwidth, ridge, features, degree, seed,
-                       preprocess)
+    spec = check_run(kernel_spec(dataset, train_size or None, variant, kind, bandwidth, ridge, features, degree,
+                                 seed, preprocess))
     target = str(resolve_device(device))
     store = None
     if out is not None:
         from audit.store.directory import create_store
 
         store = create_store(out)
+        store.read_experiment()  # a corrupt experiment.json stops this before the fit, the file unchanged
     stage = (lambda text: None) if as_json else (lambda text: err_console.print(f"audit: {text}", style="dim"))
     outcome = fit_run(spec, data_dir, target, download, on_stage=stage)
     document = dict(outcome.summary)
     if store is not None:
-        from audit.store.locks import RunLocked, run_lock
-        from audit.store.files import write_run
-
-        path = store.run_path(spec.run_id)
-        try:
-            with run_lock(path):  # another process may be fitting or scoring the same run
-                write_run(path, kernel_record(spec, outcome))
-        except RunLocked as err:
-            raise WorkError(f"run {spec.run_id} not written to {store.root}: {err}") from None
-        experiment = store.read_experiment()
-        experiment.setdefault("kernel_runs", [])
-        if spec.run_id not in experiment["kernel_runs"]:
-            experiment["kernel_runs"].append(spec.run_id)
-        store.write_experiment(experiment)
+        store_kernel_run(store, spec, outcome)
         document["store"] = str(store.root)
     if as_json:
         print(formats.dumps(document))
@@ -733,21 +722,18 @@ def import_command(
     """Add a model trained elsewhere to a store as a complete run, so that `audit score` and `audit report`
     judge it like the others. Its data are rebuilt from the dataset, variant and seed given here."""
     from audit.pipeline.importer import import_run
-    from audit.spec.run import RunSpec
     from audit.spec.names import parse_variant
+    from audit.spec.run import RunSpec
     from audit.store.directory import create_store
 
     name, p = parse_variant(variant)
-    spec = RunSpec(dataset=dataset, model=model, variant=name, corrupt=p, seed=seed, train_size=train_size,
-                   preprocess=preprocess)
+    spec = check_run(RunSpec(dataset=dataset, model=model, variant=name, corrupt=p, seed=seed,
+                             train_size=train_size, preprocess=preprocess))
     for path in (init, final):
         if not path.is_file():
             raise UsageError(f"state_dict file {path} does not exist")
     target = create_store(store)
     record = import_run(target, spec, init, final)
-    document = target.read_experiment()
-    document.setdefault("imported", []).append(spec.run_id)
-    target.write_experiment(document)
     summary = {"store": str(target.root), "run_id": record.run_id, "train_acc": record.attrs["train_acc"],
                "test_acc": record.attrs["test_acc"], "fitted": record.fitted}
     if as_json:
@@ -814,7 +800,8 @@ def list_datasets(as_json: JsonOpt = False) -> None:
     """Datasets audit can load."""
     from audit.data.sources import DATASETS
 
-    items = [{"name": k, "description": v} for k, v in DATASETS.items()]
+    items = [{"name": e.name, "description": e.meta["description"]} for e in DATASETS.entries()]
+    items += [{"name": p.label, "description": p.meta["description"]} for p in DATASETS.patterns()]
     print_items(items, as_json, ["name", "description"])
 
 

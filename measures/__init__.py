@@ -6,10 +6,36 @@ is not defined for that run. Register one with @measure(...); importing this pac
 built-in family.
 """
 
-from measures._registry import (COSTS, FAMILIES, MEASURES, NEEDS, Context, Measure, Result, Undefined, compute,
-                                evaluate, get, keep_detail, measure, names, resolved_settings)
-from measures import (capacity, curvature, information, kernel, margin, norms, optimization,  # noqa: F401  (registration)
-                      sensitivity, sharpness, spectra)
+from measures import (  # noqa: F401  (registration)  # noqa: F401  (registration)
+                                capacity,
+                                curvature,
+                                information,
+                                kernel,
+                                margin,
+                                norms,
+                                optimization,
+                                sensitivity,
+                                sharpness,
+                                spectra,
+)
+from measures._registry import (
+                                COSTS,
+                                FAMILIES,
+                                MEASURES,
+                                NEEDS,
+                                Context,
+                                Measure,
+                                Result,
+                                Undefined,
+                                compute,
+                                evaluate,
+                                get,
+                                judged,
+                                keep_detail,
+                                measure,
+                                names,
+                                resolved_settings,
+)
 
 __all__ = ["COSTS", "FAMILIES", "MEASURES", "NEEDS", "Context", "Measure", "Result", "Undefined", "compute", "evaluate",
-           "get", "keep_detail", "measure", "names", "resolved_settings"]
+           "get", "judged", "keep_detail", "measure", "names", "resolved_settings"]

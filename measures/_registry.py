@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from audit.errors import UsageError, WorkError, unknown_name
+from audit.registry import Registry, origin_of
+from measures.layers import prepare
 
 FAMILIES = ("count", "norm", "spectral", "path", "margin", "margin-normalized", "sharpness", "flatness",
             "pac-bayes", "curvature", "information", "spectra", "capacity", "optimization", "kernel",
@@ -27,7 +29,6 @@ COSTS = ("instant", "pass", "heavy")
 
 class Undefined(Exception):
     """The measure is not defined for this run; the message says why."""
-
 
 @dataclass(frozen=True)
 class Measure:
@@ -53,19 +54,29 @@ class Measure:
                 "reference": self.reference, "formula": self.formula}
 
 
-MEASURES: dict[str, Measure] = {}
+MEASURES = Registry("measure")
+
+
+def check_metadata(name: str, family: str, needs: tuple[str, ...], direction: int, cost: str) -> None:
+    """A UsageError naming the measure and the first bad keyword (checked always, never by assert)."""
+    problems = [(family in FAMILIES, f"family '{family}' is not one of {', '.join(FAMILIES)}"),
+                (set(needs) <= set(NEEDS), f"needs {tuple(needs)} must be drawn from {', '.join(NEEDS)}"),
+                (direction in (1, -1), f"direction must be 1 (larger = more complex) or -1, got {direction!r}"),
+                (cost in COSTS, f"cost '{cost}' is not one of {', '.join(COSTS)}")]
+    for ok, problem in problems:
+        if not ok:
+            raise UsageError(f"measure '{name}': {problem}")
 
 
 def measure(name: str, *, family: str, needs: tuple[str, ...], direction: int, cost: str, reference: str,
             formula: str, log: bool = False, invariant: bool = False, settings: dict[str, Any] | None = None,
             version: int = 1, default: bool = True) -> Callable[[Callable[..., float]], Callable[..., float]]:
     """Register fn(ctx, **settings) -> float as a measure."""
-    assert family in FAMILIES and set(needs) <= set(NEEDS) and cost in COSTS and direction in (1, -1)
+    check_metadata(name, family, needs, direction, cost)
 
     def register(fn: Callable[..., float]) -> Callable[..., float]:
-        assert name not in MEASURES, f"measure {name} registered twice"
-        MEASURES[name] = Measure(name, fn, family, needs, direction, cost, reference, formula, log,
-                                 invariant, dict(settings or {}), version, default)
+        MEASURES.add(name, Measure(name, fn, family, tuple(needs), direction, cost, reference, formula, log,
+                                   invariant, dict(settings or {}), version, default), origin=origin_of(fn, 2))
         return fn
 
     return register
@@ -74,7 +85,6 @@ def measure(name: str, *, family: str, needs: tuple[str, ...], direction: int, c
 @dataclass
 class Context:
     """What a measure may look at. Weights are read from `model` (eval mode, batch norm folded)."""
-
     model: nn.Module
     init: nn.Module | None = None
     x: torch.Tensor | None = None
@@ -85,6 +95,8 @@ class Context:
     raw_model: nn.Module | None = None  # as trained, before folding (for parameter counts)
     device: torch.device = torch.device("cpu")
     cache: dict[str, Any] = field(default_factory=dict)
+    refit: Callable[..., float] | None = None  # refit(x, y, num_classes, seed) -> train accuracy by the run's procedure
+    shared: Any = None  # the store: get_shared(kind, key) -> dict | None, put_shared(kind, key, dict)
 
     def cached(self, key: str, make: Callable[[], Any]) -> Any:
         if key not in self.cache:
@@ -120,14 +132,18 @@ def keep_detail(ctx: Context, name: str, **values: Any) -> None:
 
 
 def get(name: str) -> Measure:
-    if name not in MEASURES:
-        raise unknown_name("measure", name, list(MEASURES))
-    return MEASURES[name]
+    return MEASURES.get(name)
 
 
 def names(default_only: bool = False) -> list[str]:
     ordered = sorted(MEASURES.values(), key=lambda m: FAMILIES.index(m.family))  # stable: registration order within
     return [m.name for m in ordered if m.default or not default_only]
+
+
+def judged(names_: list[str]) -> dict[str, dict[str, Any]]:
+    """What judging needs of each measure (audit.judge takes no measure objects): direction, family, log."""
+    return {name: {"direction": get(name).direction, "family": get(name).family, "log": get(name).log}
+            for name in names_}
 
 
 def resolved_settings(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -171,8 +187,6 @@ def compute(model: nn.Module, names_: list[str], train: tuple[torch.Tensor, torc
             init: nn.Module | None = None, device: str | torch.device = "cpu",
             settings: dict[str, dict[str, Any]] | None = None) -> dict[str, float | None]:
     """Measures of any torch model: {name: value or None}. The model is measured in eval mode."""
-    from measures.layers import prepare
-
     device = torch.device(device)
     for name in names_:
         needs = get(name).needs

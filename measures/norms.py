@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from scipy.sparse.linalg import LinearOperator, svds
 from torch import nn
 
 from measures._registry import Context, Undefined, measure
@@ -216,8 +217,6 @@ def layer_input_shapes(ctx: Context) -> dict[str, tuple[int, ...]]:
 def conv_operator_norm(layer: nn.Module, input_shape: tuple[int, ...], tol: float, seed: int) -> float:
     """‖A‖_2 of the linear map x ↦ conv(x) (no bias) at this input shape, stride, padding and dilation:
     Lanczos (scipy svds) with the conv as matvec and its exact adjoint (a vector-Jacobian product) as rmatvec."""
-    from scipy.sparse.linalg import LinearOperator, svds
-
     weight = layer.weight.detach().double()
 
     def forward(v: torch.Tensor) -> torch.Tensor:

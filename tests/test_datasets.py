@@ -19,6 +19,7 @@ from PIL import Image
 
 from audit.data import fitted, sources
 from audit.errors import UsageError
+from audit.pipeline.names import check_run
 from audit.spec.run import RunSpec
 
 
@@ -222,13 +223,13 @@ def test_folder_with_mixed_sizes_is_refused_naming_the_file(tmp_path):
         sources.load_base(f"folder:{tmp_path / 'absent'}")
 
 
-def test_spec_accepts_folder_names_and_rejects_unknown_ones():
-    assert RunSpec(dataset="folder:/some/where").dataset == "folder:/some/where"
-    assert RunSpec(dataset="svhn").dataset == "svhn"
+def test_spec_names_accept_folder_names_and_reject_unknown_ones():
+    assert check_run(RunSpec(dataset="folder:/some/where")).dataset == "folder:/some/where"
+    assert check_run(RunSpec(dataset="svhn")).dataset == "svhn"
     with pytest.raises(UsageError, match="did you mean 'cifar10'"):
-        RunSpec(dataset="cifar-10")
+        check_run(RunSpec(dataset="cifar-10"))
     with pytest.raises(UsageError, match="unknown dataset"):
-        RunSpec(dataset="folder:")
+        check_run(RunSpec(dataset="folder:"))
 
 
 def test_cifar10_run_data_with_paper_preprocessing_and_a_stratified_subset(tmp_path, monkeypatch):

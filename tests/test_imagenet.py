@@ -14,9 +14,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from audit.data.fitted import build_run_data
+from audit.data.imagenet import LazyImages
 from audit.data.sources import load_base
 from audit.errors import UsageError
-from audit.data.imagenet import LazyImages
+from audit.pipeline.names import check_run
 from audit.spec.run import RunSpec
 from cli import app
 
@@ -83,9 +84,9 @@ def test_imagenet_misuse_is_a_usage_error(folder, tmp_path):
     with pytest.raises(UsageError, match="imagenet not found"):
         load_base("imagenet", tmp_path)
     with pytest.raises(UsageError, match="takes preprocess imagenet"):
-        RunSpec(dataset="imagenet", preprocess="standard", model="inception-v3")
+        check_run(RunSpec(dataset="imagenet", preprocess="standard", model="inception-v3"))
     with pytest.raises(UsageError, match="image size must be a positive integer"):
-        RunSpec(dataset="imagenet", preprocess="imagenet:big", model="inception-v3")
+        check_run(RunSpec(dataset="imagenet", preprocess="imagenet:big", model="inception-v3"))
     with pytest.raises(UsageError, match="read lazily"):
         build_run_data(RunSpec(dataset="imagenet", preprocess="imagenet:75", model="inception-v3",
                                variant="shuffled-pixels", corrupt=None), folder)

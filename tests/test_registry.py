@@ -129,11 +129,11 @@ def test_first_epoch_loss_equals_the_losses_of_an_explicit_first_epoch(run_path)
 
 
 def test_rademacher_known_outcomes_and_cache_shared_across_labels(tmp_path, monkeypatch):
-    import audit.train.loop
+    import audit.pipeline.score
 
     calls = []
-    original = audit.train.loop.fit_labels
-    monkeypatch.setattr(audit.train.loop, "fit_labels", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = audit.pipeline.score.fit_labels
+    monkeypatch.setattr(audit.pipeline.score, "fit_labels", lambda *a, **k: calls.append(1) or original(*a, **k))
     (tmp_path / "runs").mkdir()
     values = {}
     for variant, p in (("true", 0.0), ("random-labels", 1.0)):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import measures
 from audit.judge.statistics import adjust, exact_null_range, pairwise_auc
 from audit.judge.verdict import judge
 
@@ -63,7 +64,7 @@ def registered(monkeypatch):
 
 def test_known_verdicts_on_synthetic_runs(registered):
     names = ["equals-gap", "independent", "inverted", "one-family"]
-    judgement = judge(synthetic(), names)
+    judgement = judge(synthetic(), measures.judged(names))
     verdicts = {s["measure"]: s["verdict"] for s in judgement["summary"]}
     assert verdicts == {"equals-gap": "distinguishes", "independent": "fails", "inverted": "inverted",
                         "one-family": "unstable"}
@@ -75,7 +76,7 @@ def test_known_verdicts_on_synthetic_runs(registered):
 def test_too_few_runs_is_insufficient_and_says_how_many_more(registered):
     rows = with_measure(family_rows("f", {"true": [1, 2], "random-labels": [5, 6, 7]}), "equals-gap",
                         lambda r: r["gap"])
-    summary = judge(rows, ["equals-gap"])["summary"][0]
+    summary = judge(rows, measures.judged(["equals-gap"]))["summary"][0]
     assert summary["verdict"] == "insufficient"
     assert summary["notes"] == ["needs 1 more run of true (families with at least 2 of each count)"]
 
@@ -85,9 +86,9 @@ def test_separation_without_significance_is_insufficient_with_an_estimate(regist
     names = ["equals-gap", "independent", "inverted", "one-family"]
     for name in names:
         with_measure(rows, name, lambda r: r["gap"])  # four perfectly separating measures, 3 seeds each
-    single = judge(rows, names[:1])["summary"][0]
+    single = judge(rows, measures.judged(names[:1]))["summary"][0]
     assert single["verdict"] == "distinguishes" and single["trend_p_adj"] <= 0.05
-    summary = judge(rows, names)["summary"]  # Holm over four tests: 3 vs 3 runs no longer suffice
+    summary = judge(rows, measures.judged(names))["summary"]  # Holm over four tests: 3 vs 3 runs no longer suffice
     first = next(s for s in summary if s["measure"] == "equals-gap")
     assert first["trend_p_adj"] > 0.05
     assert first["verdict"] == "insufficient" and "more seed" in first["notes"][0]
@@ -95,7 +96,7 @@ def test_separation_without_significance_is_insufficient_with_an_estimate(regist
 
 def test_constant_measure_has_null_statistics_and_fails(registered):
     rows = with_measure(family_rows("f", {"true": [0] * 3, "random-labels": [0] * 3}), "equals-gap", lambda r: 5.0)
-    judgement = judge(rows, ["equals-gap"])
+    judgement = judge(rows, measures.judged(["equals-gap"]))
     stat = judgement["verdicts"][0]
     assert stat["auc"] is None and stat["trend"] is None and stat["tau"] is None
     assert judgement["summary"][0]["verdict"] == "fails"
@@ -103,7 +104,7 @@ def test_constant_measure_has_null_statistics_and_fails(registered):
 
 def test_statistics_equal_scipy_and_an_explicit_pair_count(registered):
     rows = synthetic()
-    judgement = judge(rows, ["independent"], correction="none")
+    judgement = judge(rows, measures.judged(["independent"]), correction="none")
     for stat in judgement["verdicts"]:
         mine = [r for r in rows if r["family"] == stat["family"]]
         random_values = [r["measures"]["independent"] for r in mine if r["variant"] == "random-labels"]
@@ -160,7 +161,7 @@ def sweep_rows():
 
 
 def test_psi_sign_error_and_cmi_on_a_sweep(registered):
-    judgement = judge(sweep_rows(), ["equals-gap", "inverted"])
+    judgement = judge(sweep_rows(), measures.judged(["equals-gap", "inverted"]))
     by_name = {s["measure"]: s for s in judgement["summary"]}
     good, bad = by_name["equals-gap"], by_name["inverted"]
     assert good["axes"] == ["lr", "width"]
@@ -176,5 +177,5 @@ def test_pairs_within_test_noise_are_dropped(registered):
     rows = sweep_rows()
     for row in rows:
         row["test_size"] = 100  # Hoeffding: 2·sqrt(ln 40 / 200) ≈ 0.27 > every gap difference here
-    summary = judge(rows, ["equals-gap"])["summary"][0]
+    summary = judge(rows, measures.judged(["equals-gap"]))["summary"][0]
     assert summary["sign_error_pairs"] == 0 and summary["sign_error_mean"] is None

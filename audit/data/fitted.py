@@ -1,23 +1,26 @@
 """The fitted data of a run: subset, variant and preprocessing of a base dataset, and its fingerprint."""
 
 from __future__ import annotations
+
 import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 import torch
+
+from audit.data.imagenet import LazyImages
+from audit.data.preprocess import preprocess
+from audit.data.sources import load_base
+from audit.data.variants import apply_variant
 from audit.errors import UsageError
 from audit.spec.run import RunSpec
-from audit.data.sources import load_base
-from audit.data.preprocess import preprocess
-
 
 
 @dataclass
 class RunData:
     """The exact data a run fits: preprocessed inputs, fitted labels, and what regenerates them."""
-
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
@@ -42,7 +45,7 @@ def stratified_subset(labels: torch.Tensor, size: int | None, seed: int) -> np.n
         return np.arange(n)
     if size > n:
         raise UsageError(f"train size {size} is larger than the {n} training images of the dataset")
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # slow to import (scikit-learn); only for splits we make
 
     classes = int(labels.max()) + 1
     if size < classes:
@@ -61,10 +64,6 @@ def fingerprint(*tensors: torch.Tensor) -> str:
 
 def build_run_data(spec: RunSpec, data_dir: Path | None = None, download: bool = False) -> RunData:
     """The data a run fits, rebuilt from its spec alone: subset → variant → preprocessing."""
-    from audit.data.variants import apply_variant
-
-    from audit.data.imagenet import LazyImages
-
     base = load_base(spec.dataset, data_dir, download)
     train_index = stratified_subset(base.y_train, spec.train_size, spec.split_seed)
     lazy = isinstance(base.x_train, LazyImages)

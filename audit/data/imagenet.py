@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from audit.data.base import BaseData
 from audit.errors import UsageError
 
 IMAGENET_SIZE = 299
@@ -54,7 +56,6 @@ def image_size(preprocess: str) -> int | None:
 @dataclass(frozen=True)
 class LazyImages:
     """Image files standing in for an (N, 3, S, S) float tensor; indexing decodes and preprocesses them."""
-
     root: Path
     files: tuple[str, ...]  # relative to root
     size: int | None = None  # None: not preprocessed yet (no shape)
@@ -114,7 +115,6 @@ class LazyImages:
     def augmenter(self, crop: bool, flip: bool, generator: torch.Generator):
         """(whole minibatch index, rank, world) ↦ the augmented images of this rank's share, with every random
         draw made for the whole minibatch, so data-parallel ranks see the images single-process training sees."""
-
         def augmented(whole: torch.Tensor, rank: int = 0, world: int = 1) -> torch.Tensor:
             n = len(whole)
             tops = torch.rand(n, generator=generator) if crop else None
@@ -131,8 +131,6 @@ class LazyImages:
 
 def _read_one(job: tuple[Path, int, tuple[float, float] | None, bool]) -> np.ndarray:
     """One file → uint8 (S, S, 3): shorter side resized to round(S·342/299), a centre (or given) S×S window."""
-    from PIL import Image
-
     path, size, offset, flip = job
     try:
         with Image.open(path) as image:
@@ -199,8 +197,6 @@ def _listing(root: Path, split: str, classes: list[str]) -> tuple[list[str], lis
 
 def load_imagenet(data_dir: Path):
     """The imagenet dataset as a BaseData whose inputs are LazyImages (classes: sorted train/ subfolders)."""
-    from audit.data.sources import BaseData
-
     root = imagenet_root(data_dir)
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:

@@ -1,15 +1,20 @@
 """Base datasets and where they come from: digits (built in), idx files, torchvision's files, image folders."""
 
 from __future__ import annotations
+
 import functools
 import gzip
 import os
-from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 import torch
-from audit.errors import UsageError, unknown_name
+from PIL import Image
 
+from audit.data.base import BaseData
+from audit.data.imagenet import load_imagenet
+from audit.errors import UsageError
+from audit.registry import Registry
 
 DIGITS_SPLIT_SEED = 0
 
@@ -18,43 +23,12 @@ DIGITS_TEST_SIZE = 450
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-@dataclass(frozen=True)
-class BaseData:
-    """A dataset before any randomization: raw images in [0, 1] and clean labels."""
-
-    name: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int
-    source: str  # where it was read from
-    test_index: np.ndarray | None = None  # for datasets whose split we make (digits)
-
-DATASETS = {
-    "digits": "scikit-learn's 8x8 digits, 1,797 images, built in (1,347 train / 450 test, stratified split)",
-    "mnist": "MNIST 28x28, 60,000 + 10,000 (torchvision layout under --data-dir; --download to fetch)",
-    "fashion-mnist": "Fashion-MNIST 28x28, 60,000 + 10,000 (--data-dir, or Debian's dataset-fashion-mnist)",
-    "cifar10": "CIFAR-10 32x32 RGB, 50,000 + 10,000 (torchvision layout under --data-dir; --download to fetch)",
-    "cifar100": "CIFAR-100 32x32 RGB, fine labels, 50,000 + 10,000 (torchvision layout; --download to fetch)",
-    "svhn": "SVHN 32x32 RGB, 73,257 + 26,032, digit 0 labelled 0 (torchvision layout; --download to fetch)",
-    "folder:PATH": "your images: one subfolder per class (or train/ and test/ or val/ holding them), one size for all",
-    "imagenet": "ImageNet layout under --data-dir (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG), decoded lazily; "
-                "preprocess imagenet[:SIZE]",
-}
 
 FOLDER_PREFIX = "folder:"
 
 FOLDER_TEST_FRACTION = 0.25  # test share of a folder without train/ and test/, split like digits
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-
-
-def check_dataset_name(name: str) -> None:
-    """Accept a registered dataset or folder:PATH (the folder is looked at only when loaded)."""
-    if name in DATASETS or (name.startswith(FOLDER_PREFIX) and name[len(FOLDER_PREFIX):].strip()):
-        return
-    raise unknown_name("dataset", name, list(DATASETS))
 
 
 def default_data_dir() -> Path:
@@ -92,7 +66,7 @@ def _load_idx_dataset(name: str, data_dir: Path, download: bool) -> BaseData:
     stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
     paths = [_find_idx(folders, stem) for stem in stems]
     if None in paths and download:
-        import torchvision
+        import torchvision  # slow to import; only for Inception v3 and the torchvision datasets
 
         cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
         try:
@@ -123,8 +97,8 @@ def _load_idx_dataset(name: str, data_dir: Path, download: bool) -> BaseData:
 
 
 def _load_digits() -> BaseData:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from sklearn.datasets import load_digits  # slow to import (scikit-learn); only for digits
+    from sklearn.model_selection import train_test_split  # slow to import (scikit-learn); only for splits we make
 
     digits = load_digits()
     images = digits.images.astype(np.float32) / 16.0
@@ -146,7 +120,7 @@ def _load_digits() -> BaseData:
 
 def _torchvision_files(name: str, data_dir: Path) -> list[tuple[Path, str]]:
     """(path, md5) of every file torchvision reads for this dataset, as its class lists them."""
-    import torchvision.datasets as tvd
+    import torchvision.datasets as tvd  # slow to import; only for the torchvision datasets
 
     if name == "svhn":
         return [(data_dir / tvd.SVHN.split_list[split][1], tvd.SVHN.split_list[split][2])
@@ -159,7 +133,7 @@ def _torchvision_files(name: str, data_dir: Path) -> list[tuple[Path, str]]:
 
 def _torchvision_problem(name: str, data_dir: Path) -> UsageError:
     """The one-line error for files torchvision refused: the first missing file, else the first failing its MD5."""
-    from torchvision.datasets.utils import check_integrity
+    from torchvision.datasets.utils import check_integrity  # slow to import; only for the torchvision datasets
 
     files = _torchvision_files(name, data_dir)
     where = files[0][0].parent
@@ -175,7 +149,7 @@ def _torchvision_problem(name: str, data_dir: Path) -> UsageError:
 
 def _load_torchvision_dataset(name: str, data_dir: Path, download: bool) -> BaseData:
     """CIFAR-10, CIFAR-100 or SVHN through torchvision, which checks every file against its known MD5."""
-    import torchvision.datasets as tvd
+    import torchvision.datasets as tvd  # slow to import; only for the torchvision datasets
 
     def read(part: str) -> tuple[np.ndarray, np.ndarray]:
         if name == "svhn":
@@ -214,8 +188,6 @@ def _as_float_images(images: np.ndarray) -> torch.Tensor:
 
 def _read_image(path: Path) -> np.ndarray:
     """An image as uint8 (C, H, W): grayscale stays one channel, everything else becomes RGB."""
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             image = image.convert("L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
@@ -284,7 +256,7 @@ def _load_folder(name: str) -> BaseData:
             raise UsageError(f"dataset {name}: {root} has no subfolders; put each class's images in its own "
                              "subfolder")
         x, y = _read_images(_image_files(root, classes, every_class=True))
-        from sklearn.model_selection import train_test_split
+        from sklearn.model_selection import train_test_split  # slow to import (scikit-learn); only for splits we make
 
         try:
             train_index, test_index = train_test_split(np.arange(len(y)), test_size=FOLDER_TEST_FRACTION,
@@ -308,16 +280,29 @@ def _load_folder(name: str) -> BaseData:
 
 @functools.lru_cache(maxsize=4)
 def load_base(name: str, data_dir: Path | None = None, download: bool = False) -> BaseData:
-    """Load a base dataset once per process."""
-    if name == "digits":
-        return _load_digits()
-    if name in ("mnist", "fashion-mnist"):
-        return _load_idx_dataset(name, Path(data_dir or default_data_dir()), download)
-    if name in ("cifar10", "cifar100", "svhn"):
-        return _load_torchvision_dataset(name, Path(data_dir or default_data_dir()), download)
-    if name == "imagenet":
-        from audit.data.imagenet import load_imagenet
+    """Load a base dataset (once per process for the built-in ones)."""
+    return DATASETS.get(name)(Path(data_dir or default_data_dir()), download)
 
-        return load_imagenet(Path(data_dir or default_data_dir()))
-    check_dataset_name(name)
-    return _load_folder(name)
+
+def _folder_loader(name: str):
+    path = name[len(FOLDER_PREFIX):] if name.startswith(FOLDER_PREFIX) else ""
+    return (lambda data_dir, download: _load_folder(name)) if path.strip() else None
+
+
+DATASETS = Registry("dataset")
+DATASETS.add("digits", lambda data_dir, download: _load_digits(), origin=__file__,
+             description="scikit-learn's 8x8 digits, 1,797 images, built in (1,347 train / 450 test, stratified split)")
+for _name, _text in (("mnist", "MNIST 28x28, 60,000 + 10,000 (torchvision layout under --data-dir; --download to fetch)"),
+                     ("fashion-mnist", "Fashion-MNIST 28x28, 60,000 + 10,000 (--data-dir, or Debian's "
+                                       "dataset-fashion-mnist)")):
+    DATASETS.add(_name, functools.partial(_load_idx_dataset, _name), origin=__file__, description=_text)
+for _name, _text in (
+        ("cifar10", "CIFAR-10 32x32 RGB, 50,000 + 10,000 (torchvision layout under --data-dir; --download to fetch)"),
+        ("cifar100", "CIFAR-100 32x32 RGB, fine labels, 50,000 + 10,000 (torchvision layout; --download to fetch)"),
+        ("svhn", "SVHN 32x32 RGB, 73,257 + 26,032, digit 0 labelled 0 (torchvision layout; --download to fetch)")):
+    DATASETS.add(_name, functools.partial(_load_torchvision_dataset, _name), origin=__file__, description=_text)
+DATASETS.add("imagenet", lambda data_dir, download: load_imagenet(data_dir), origin=__file__,
+             description="ImageNet layout under --data-dir (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG), decoded lazily; "
+                         "preprocess imagenet[:SIZE]")
+DATASETS.pattern("folder:PATH", _folder_loader, description="your images: one subfolder per class (or train/ and "
+                 "test/ or val/ holding them), one size for all")

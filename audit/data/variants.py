@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from audit.registry import Registry
 from audit.spec.run import RunSpec, derive_seed
 
 
@@ -67,24 +68,49 @@ def gaussian_images(count: int, like: torch.Tensor, seed: int) -> torch.Tensor:
 def apply_variant(spec: RunSpec, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
                   y_test: torch.Tensor, num_classes: int) -> Varied:
     """The variant of the spec applied to raw (unpreprocessed) train and test data."""
-    variant, seed = spec.variant, spec.seed
-    record: dict[str, np.ndarray | int] = {}
-    if variant in ("corrupt", "random-labels"):
-        label_seed = derive_seed(seed, "labels")
-        record["label_seed"] = label_seed
-        y_train = corrupt_labels(y_train, float(spec.corrupt), num_classes, label_seed)
-        if spec.corrupt_test:
-            y_test = corrupt_labels(y_test, float(spec.corrupt), num_classes, derive_seed(seed, "test-labels"))
-    elif variant == "shuffled-pixels":
-        perm = pixel_permutation(x_train.shape[2], x_train.shape[3], derive_seed(seed, "pixels"))
-        record["pixel_permutation"] = perm.numpy()
-        x_train, x_test = permute_pixels(x_train, perm), permute_pixels(x_test, perm)
-    elif variant == "random-pixels":
-        record["pixel_seed"] = derive_seed(seed, "pixels")
-        x_train = random_pixels(x_train, record["pixel_seed"])
-        x_test = random_pixels(x_test, derive_seed(seed, "test-pixels"))
-    elif variant == "gaussian":
-        record["noise_seed"] = derive_seed(seed, "noise")
-        x_train, x_test = (gaussian_images(len(x_train), x_train, record["noise_seed"]),
-                           gaussian_images(len(x_test), x_train, derive_seed(seed, "test-noise")))
-    return Varied(x_train, y_train, x_test, y_test, record)
+    varied = Varied(x_train, y_train, x_test, y_test, {})
+    VARIANTS.get(spec.variant)(spec, varied, num_classes)
+    return varied
+
+
+def _labels(spec: RunSpec, varied: Varied, num_classes: int) -> None:
+    label_seed = derive_seed(spec.seed, "labels")
+    varied.record["label_seed"] = label_seed
+    varied.y_train = corrupt_labels(varied.y_train, float(spec.corrupt), num_classes, label_seed)
+    if spec.corrupt_test:
+        varied.y_test = corrupt_labels(varied.y_test, float(spec.corrupt), num_classes,
+                                       derive_seed(spec.seed, "test-labels"))
+
+
+def _shuffled_pixels(spec: RunSpec, varied: Varied, num_classes: int) -> None:
+    perm = pixel_permutation(varied.x_train.shape[2], varied.x_train.shape[3], derive_seed(spec.seed, "pixels"))
+    varied.record["pixel_permutation"] = perm.numpy()
+    varied.x_train, varied.x_test = permute_pixels(varied.x_train, perm), permute_pixels(varied.x_test, perm)
+
+
+def _random_pixels(spec: RunSpec, varied: Varied, num_classes: int) -> None:
+    varied.record["pixel_seed"] = derive_seed(spec.seed, "pixels")
+    varied.x_train = random_pixels(varied.x_train, varied.record["pixel_seed"])
+    varied.x_test = random_pixels(varied.x_test, derive_seed(spec.seed, "test-pixels"))
+
+
+def _gaussian(spec: RunSpec, varied: Varied, num_classes: int) -> None:
+    varied.record["noise_seed"] = derive_seed(spec.seed, "noise")
+    varied.x_train, varied.x_test = (gaussian_images(len(varied.x_train), varied.x_train, varied.record["noise_seed"]),
+                                     gaussian_images(len(varied.x_test), varied.x_train,
+                                                     derive_seed(spec.seed, "test-noise")))
+
+
+VARIANTS = Registry("variant")
+VARIANTS.add("true", lambda spec, varied, num_classes: None, origin=__file__, label="true", axis="label",
+             description="the dataset unchanged")
+VARIANTS.add("corrupt", _labels, label="corrupt:P", axis="label",
+             description="each train label replaced, with probability P, by a class drawn uniformly from all classes")
+VARIANTS.add("random-labels", _labels, label="random-labels", axis="label",
+             description="corrupt:1, every label drawn uniformly")
+VARIANTS.add("shuffled-pixels", _shuffled_pixels, label="shuffled-pixels", axis="input",
+             description="one random permutation of pixel positions for all images, train and test")
+VARIANTS.add("random-pixels", _random_pixels, label="random-pixels", axis="input",
+             description="an independent random permutation of pixel positions per image, train and test")
+VARIANTS.add("gaussian", _gaussian, label="gaussian", axis="input",
+             description="images replaced by Gaussian noise with the raw train set's per-channel mean and variance")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from statistics import median
 from typing import Any
 
-from audit.errors import UsageError
+from audit.registry import Registry
 
 # Table 1 (CIFAR10): (model, random crop, weight decay, variant) → (train %, test %)
 TABLE1: list[tuple[str, bool, bool, str, float, float]] = [
@@ -47,7 +47,6 @@ TABLE2: list[tuple[bool, bool, bool, str, float, float, float, float]] = [
     (False, False, True, "random-labels", 87.81, 96.15, 0.12, 0.50),
     (False, False, False, "random-labels", 95.20, 99.14, 0.11, 0.56),
 ]
-PAPERS = ("table1", "table2", "fig1")
 
 
 def table1_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -109,10 +108,10 @@ def table2_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def compare(paper: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if paper == "table1":
-        return table1_rows(rows)
-    if paper == "table2":
-        return table2_rows(rows)
-    if paper == "fig1":
-        return fig1_rows(rows)
-    raise UsageError(f"unknown paper comparison '{paper}': use one of {', '.join(PAPERS)}")
+    return PAPERS.get(paper)(rows)
+
+
+PAPERS = Registry("paper comparison")
+PAPERS.add("table1", table1_rows, description="Table 1: CIFAR10 train and test accuracy per model and regularizer")
+PAPERS.add("table2", table2_rows, description="Table 2: ImageNet top-1 and top-5 accuracy")
+PAPERS.add("fig1", fig1_rows, description="Figure 1: test error and time to fit at p = 0 and 1")

@@ -1,12 +1,13 @@
 """Stored runs → plain rows: one per run, its family, hyperparameters and measure values."""
 
 from __future__ import annotations
+
 import dataclasses
 import re
 from typing import Any
-from audit.spec.run import INPUT_VARIANTS, RunSpec
-from audit.store.record import RunRecord
 
+from audit.spec.run import INPUT_VARIANTS, RunSpec
+from audit.store.record import RunRecord, cache_key, measure_value
 
 
 def family_labels(specs: list[RunSpec]) -> dict[str, str]:
@@ -36,8 +37,6 @@ def hyperparameters(spec: RunSpec) -> dict[str, Any]:
 def run_rows(records: list[RunRecord], names: list[str], at: str | None = None) -> list[dict[str, Any]]:
     """One plain row per run, in the shape of the JSON document. With `at` (a keep point such as loss:0.1),
     accuracies, gap and measures are those at that point; runs that never reached it have none."""
-    from audit.pipeline.score import cache_key, measure_value
-
     labels = family_labels([r.spec for r in records])
     rows = []
     for record in records:

@@ -1,10 +1,12 @@
 """The statistics behind verdicts: pairwise auc, Kendall τ-b, exact null ranges, corrections, CMI."""
 
 from __future__ import annotations
+
 import itertools
 import math
 from statistics import median
 from typing import Any
+
 import numpy as np
 from scipy import stats
 

@@ -1,12 +1,14 @@
 """The hyperparameter protocols over true-label runs (Jiang et al. 2020; Dziugaite et al. 2020): τ, Ψ, sign-error, CMI."""
 
 from __future__ import annotations
+
 import itertools
 from collections import defaultdict
 from typing import Any
-import numpy as np
-from audit.judge.statistics import conditional_mutual_information, hoeffding, json_key, kendall
 
+import numpy as np
+
+from audit.judge.statistics import conditional_mutual_information, hoeffding, json_key, kendall
 
 
 def axes_of(rows: list[dict[str, Any]]) -> list[str]:

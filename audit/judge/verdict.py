@@ -1,18 +1,28 @@
 """Measures × runs → verdicts: the randomization test per family, combined and corrected across measures."""
 
 from __future__ import annotations
+
 import math
 from collections import defaultdict
 from statistics import median
 from typing import Any
+
 import numpy as np
 from scipy import stats
-import measures
-from audit.spec.run import INPUT_VARIANTS
-from audit.judge.statistics import BOOTSTRAP_MIN_RUNS, BOOTSTRAP_RESAMPLES, HOEFFDING_DELTA, adjust, auc_test, kendall, median_ratio, tau_interval
-from audit.judge.sweeps import sweep_stats
-from audit.judge.rows import variant_label
 
+from audit.judge.rows import variant_label
+from audit.judge.statistics import (
+    BOOTSTRAP_MIN_RUNS,
+    BOOTSTRAP_RESAMPLES,
+    HOEFFDING_DELTA,
+    adjust,
+    auc_test,
+    kendall,
+    median_ratio,
+    tau_interval,
+)
+from audit.judge.sweeps import sweep_stats
+from audit.spec.run import INPUT_VARIANTS
 
 ALPHA = 0.05  # family-wise error rate of the corrected tests
 
@@ -188,17 +198,18 @@ def combined_trend_p(mine: list[dict[str, Any]]) -> float | None:
     return float(stats.combine_pvalues(ps, method="stouffer", weights=weights).pvalue)
 
 
-def judge(rows: list[dict[str, Any]], names: list[str], correction: str = "holm") -> dict[str, Any]:
-    """Per-family statistics and verdicts, and one summary per measure (overall verdict and sweep protocols)."""
+def judge(rows: list[dict[str, Any]], judged: dict[str, dict[str, Any]], correction: str = "holm") -> dict[str, Any]:
+    """Per-family statistics and verdicts, and one summary per measure (overall verdict and sweep protocols).
+    `judged` maps each measure to judge, in order, to what judging needs of it: its direction (+1: larger means
+    more complex), its family and whether it is reported as a log."""
     families: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         families[row["family"]].append(row)
     complete = [r for r in rows if r["status"] == "complete"]
     per_family: list[dict[str, Any]] = []
     summaries: list[dict[str, Any]] = []
-    for name in names:
-        measure_ = measures.get(name)
-        mine = [family_stats(family_rows, name, measure_.direction, measure_.log) for family_rows in families.values()]
+    for name, measure_ in judged.items():
+        mine = [family_stats(family_rows, name, measure_["direction"], measure_["log"]) for family_rows in families.values()]
         per_family += mine
         runs = [r for r in complete if r["measures"].get(name) is not None and r["gap"] is not None]
         values, gaps = [r["measures"][name] for r in runs], [r["gap"] for r in runs]
@@ -207,12 +218,12 @@ def judge(rows: list[dict[str, Any]], names: list[str], correction: str = "holm"
         pooled: dict[str, list[float]] = defaultdict(list)
         for r in runs:
             pooled[variant_label(r)].append(r["measures"][name])
-        summaries.append({"measure": name, "measure_family": measure_.family, "direction": measure_.direction,
+        summaries.append({"measure": name, "measure_family": measure_["family"], "direction": measure_["direction"],
                           "medians": {k: median(v) for k, v in pooled.items()},
                           "tau": tau, "tau_p": tau_p, "tau_interval": tau_interval(values, gaps) if tau else None,
                           "trend_p": combined_trend_p(mine),
                           "seconds_per_run": sum(seconds) / len(seconds) if seconds else None,
-                          **sweep_stats(rows, name, measure_.direction)})
+                          **sweep_stats(rows, name, measure_["direction"])})
     for family in families:  # within a family, across the measures judged on it
         stats_ = [s for s in per_family if s["family"] == family]
         for key in ("auc_p", "trend_p", "tau_p"):
@@ -223,7 +234,7 @@ def judge(rows: list[dict[str, Any]], names: list[str], correction: str = "holm"
             summary[f"{key}_adj"] = adjusted
     tests = sum(s["trend_p"] is not None for s in summaries)
     for stat in per_family:
-        stat["verdict"], stat["note"] = family_verdict(stat, measures.get(stat["measure"]).direction)
+        stat["verdict"], stat["note"] = family_verdict(stat, judged[stat["measure"]]["direction"])
     for summary in summaries:
         mine = [s for s in per_family if s["measure"] == summary["measure"]]
         summary["verdict"], summary["notes"] = overall_verdict(mine, summary["direction"], summary["trend_p"],

@@ -1,13 +1,20 @@
 """The model registry: names → builders for any input shape and number of classes; users' models as module:function."""
 
 from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+
 import torch
 from torch import nn
-from audit.errors import UsageError, unknown_name
-from audit.models.zoo import MLP_PATTERN, alexnet_small, inception_small, inception_v3, mlp
 
+from audit.errors import UsageError
+from audit.models.zoo import MLP_PATTERN, alexnet_small, inception_small, inception_v3, mlp
+from audit.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -27,36 +34,9 @@ def _mlp_entry(name: str) -> ModelEntry:
             input_shape, num_classes, depth, width, dropout))
 
 
-MODELS: dict[str, ModelEntry] = {name: _mlp_entry(name) for name in ("mlp-1x512", "mlp-3x512")}
-
-MODELS["alexnet-small"] = ModelEntry(
-    "alexnet-small", "small AlexNet: 2 × [conv 5×5 64, max pool 3×3/2, LRN], FC 384, FC 192",
-    lambda input_shape, num_classes, dropout=0.0, batchnorm=True: alexnet_small(input_shape, num_classes, dropout))
-
-MODELS["inception-small"] = ModelEntry(
-    "inception-small", "small Inception with batch norm (batchnorm=false gives inception-small-nobn)",
-    lambda input_shape, num_classes, dropout=0.0, batchnorm=True: inception_small(
-        input_shape, num_classes, dropout, batchnorm))
-
-MODELS["inception-small-nobn"] = ModelEntry(
-    "inception-small-nobn", "small Inception without batch norm (conv biases instead)",
-    lambda input_shape, num_classes, dropout=0.0, batchnorm=True: inception_small(
-        input_shape, num_classes, dropout, batchnorm=False))
-
-MODELS["inception-v3"] = ModelEntry(
-    "inception-v3", "torchvision's Inception v3 (23.8M parameters at 1000 classes), RGB images ≥ 75×75, the "
-    "paper's ImageNet model", inception_v3)
-
-
 def _imported_entry(name: str) -> ModelEntry:
     """A user's model as `module:function`; the function returns an nn.Module, and takes input_shape and
     num_classes as keyword arguments if it declares them."""
-    import importlib
-    import inspect
-
-    import os
-    import sys
-
     module_name, _, function_name = name.partition(":")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -78,13 +58,8 @@ def _imported_entry(name: str) -> ModelEntry:
 
 
 def model_entry(name: str) -> ModelEntry:
-    if name in MODELS:
-        return MODELS[name]
-    if MLP_PATTERN.match(name):
-        return _mlp_entry(name)
-    if ":" in name:
-        return _imported_entry(name)
-    raise unknown_name("model", name, list(MODELS) + ["mlp-DxW", "module:function"])
+    """The registered model, an mlp-DxW, or a user's module:function (imported now)."""
+    return MODELS.get(name)
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, *, dropout: float = 0.0,
@@ -100,3 +75,26 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, *, dr
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+MODELS = Registry("model")
+for _name in ("mlp-1x512", "mlp-3x512"):
+    MODELS.add(_name, _mlp_entry(_name), origin=__file__)
+MODELS.add("alexnet-small", ModelEntry(
+    "alexnet-small", "small AlexNet: 2 × [conv 5×5 64, max pool 3×3/2, LRN], FC 384, FC 192",
+    lambda input_shape, num_classes, dropout=0.0, batchnorm=True: alexnet_small(input_shape, num_classes, dropout)))
+MODELS.add("inception-small", ModelEntry(
+    "inception-small", "small Inception with batch norm (batchnorm=false gives inception-small-nobn)",
+    lambda input_shape, num_classes, dropout=0.0, batchnorm=True: inception_small(
+        input_shape, num_classes, dropout, batchnorm)))
+MODELS.add("inception-small-nobn", ModelEntry(
+    "inception-small-nobn", "small Inception without batch norm (conv biases instead)",
+    lambda input_shape, num_classes, dropout=0.0, batchnorm=True: inception_small(
+        input_shape, num_classes, dropout, batchnorm=False)))
+MODELS.add("inception-v3", ModelEntry(
+    "inception-v3", "torchvision's Inception v3 (23.8M parameters at 1000 classes), RGB images ≥ 75×75, the "
+    "paper's ImageNet model", inception_v3))
+MODELS.pattern("mlp-DxW", lambda name: _mlp_entry(name) if MLP_PATTERN.match(name) else None,
+               description="MLP of any depth D and width W")
+MODELS.pattern("module:function", lambda name: _imported_entry(name) if ":" in name else None,
+               description="your model: a function in an importable module returning a torch.nn.Module")

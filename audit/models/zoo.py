@@ -7,11 +7,14 @@ Modules are registered in forward order, so measures that walk `named_modules()`
 """
 
 from __future__ import annotations
+
 import math
 import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from audit.errors import UsageError
 
 INCEPTION_V3_MIN = 75  # torchvision's Inception v3 has three 'valid' stride-2 stages and a final 3×3 conv
@@ -139,7 +142,7 @@ def inception_v3(input_shape: tuple[int, ...], num_classes: int, dropout: float 
                  batchnorm: bool = True) -> nn.Module:
     """torchvision's Inception v3 (no auxiliary head, its own truncated-normal init) for RGB images of at least
     75×75 (299×299 is the paper's); dropout acts on the pooled features before the classifier."""
-    import torchvision
+    import torchvision  # slow to import; only for Inception v3 and the torchvision datasets
 
     channels, _, _ = _image_shape("inception-v3", input_shape, INCEPTION_V3_MIN)
     if channels != 3:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from audit.models.flops import training_flops
 from audit.data.imagenet import image_size
+from audit.models.flops import training_flops
 from audit.models.registry import build_model
-from audit.spec.run import KERNEL_PREFIX
 from audit.spec.experiment import ExperimentSpec
+from audit.spec.run import KERNEL_PREFIX
 
 # train size, input shape before preprocessing, classes
 SIZES = {"digits": (1347, (1, 8, 8), 10), "mnist": (60000, (1, 28, 28), 10),

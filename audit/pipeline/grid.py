@@ -12,16 +12,17 @@ from typing import Any
 
 import audit
 from audit.errors import UsageError, WorkError
-from audit.spec.run import KERNEL_PREFIX, RunSpec
 from audit.spec.experiment import ExperimentSpec
 from audit.spec.names import parse_variant
+from audit.spec.run import KERNEL_PREFIX, RunSpec
 from audit.store.directory import DEFAULT_ROOT, Store, create_store
 from audit.store.files import DiskFull, read_run
 from audit.store.locks import RunLocked, run_lock
 from audit.store.record import RunRecord
+from audit.theory.kernel_runs import train_kernel_run
 from audit.train.batched import groups_of, train_group
+from audit.train.device import Operational, ddp_world, resolve_device
 from audit.train.loop import EpochCallback, train_run
-from audit.train.device import Operational, ddp_world
 
 
 def apply_overrides(experiment: ExperimentSpec, overrides: dict[str, Any]) -> ExperimentSpec:
@@ -93,14 +94,18 @@ def shard_of(specs: list[RunSpec], shard: tuple[int, int] | None) -> list[RunSpe
 
 
 def prepare_store(experiment: ExperimentSpec, root: Path) -> Store:
-    """Create the store and record the experiment (every shard writes the same expansion)."""
+    """Create the store and record the experiment in experiment.json, merged with what it holds (every shard
+    writes the same expansion; imported and kernel runs are kept)."""
     specs = experiment.expand()
     store = create_store(root)
-    previous = store.read_experiment()
-    known = set(previous.get("run_ids", []))
-    store.write_experiment({"audit_version": audit.__version__, "experiment": experiment.to_dict(),
-                            "run_ids": sorted(known | {s.run_id for s in specs}),
-                            "runs": {s.run_id: s.to_dict() for s in specs} | previous.get("runs", {})})
+
+    def merge(previous: dict[str, Any]) -> dict[str, Any]:
+        known = set(previous.get("run_ids", []))
+        return {**previous, "audit_version": audit.__version__, "experiment": experiment.to_dict(),
+                "run_ids": sorted(known | {s.run_id for s in specs}),
+                "runs": {s.run_id: s.to_dict() for s in specs} | previous.get("runs", {})}
+
+    store.update_experiment(merge)
     return store
 
 
@@ -137,9 +142,6 @@ def train_held(group: list[RunSpec], store: Store, ops: Operational,
         paths = [store.run_path(spec.run_id) for spec in held]
         try:
             if len(held) == 1 and held[0].model.startswith(KERNEL_PREFIX):
-                from audit.theory.kernel_runs import train_kernel_run
-                from audit.train.device import resolve_device
-
                 records.append(train_kernel_run(held[0], paths[0], ops.data_dir, str(resolve_device(ops.device)),
                                                 ops.download))
             elif len(held) == 1:

@@ -9,11 +9,12 @@ import torch
 
 import audit
 from audit.data.fitted import build_run_data
-from audit.errors import UsageError
+from audit.errors import UsageError, WorkError
 from audit.spec.run import RunSpec
-from audit.store.record import RunRecord
 from audit.store.directory import Store
 from audit.store.files import read_run, write_run
+from audit.store.locks import RunLocked, run_lock
+from audit.store.record import RunRecord
 from audit.train.evaluate import evaluate
 from audit.train.state import load_arrays, make_model, state_arrays
 
@@ -35,6 +36,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def import_run(store: Store, spec: RunSpec, init_path: Path, final_path: Path) -> RunRecord:
     """Write a complete run for a model trained elsewhere: its spec, data, init and final weights,
     and one evaluation row. Measures that need a training history are undefined for it."""
+    store.read_experiment()  # a corrupt experiment.json stops the import before any work, the file unchanged
     path = store.run_path(spec.run_id)
     if path.exists():
         raise UsageError(f"the store already holds run {spec.run_id} for this spec; change --seed or the store")
@@ -59,5 +61,10 @@ def import_run(store: Store, spec: RunSpec, init_path: Path, final_path: Path) -
         attrs={"imported": True, "train_acc": train_acc, "test_acc": test_acc, "train_loss": train_loss,
                "test_loss": test_loss, "train_size": len(data.x_train), "test_size": len(data.x_test), "audit_version": audit.__version__, "torch_version": torch.__version__,
                "init_file": str(init_path), "final_file": str(final_path)})
-    write_run(path, record)
+    try:
+        with run_lock(path):
+            write_run(path, record)
+    except RunLocked as err:
+        raise WorkError(f"run {spec.run_id} not imported into {store.root}: {err}") from None
+    store.add_to_experiment("imported", spec.run_id)
     return read_run(path)

@@ -1,27 +1,28 @@
 """Running a grid on Ray: a task per training group, retried, gathered into one store."""
 
 from __future__ import annotations
+
 import contextlib
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import torch
+
 from audit.errors import UsageError
 from audit.pipeline.grid import GridOutcome, RunCallback, pending_groups, prepare_store, shard_of, train_held
 from audit.spec.experiment import ExperimentSpec
 from audit.spec.run import RunSpec
-from audit.store.locks import LOCK_STALE_SECONDS
 from audit.store.directory import Store
+from audit.store.locks import LOCK_STALE_SECONDS
 from audit.train.device import Operational
-
 
 RAY_RETRIES = 3
 
 
 def _train_task(group: list[RunSpec], root: str, ops: Operational, threads: int) -> GridOutcome:
     """One Ray task: train a group into the store; wait out locks left by a dead predecessor on another host."""
-    import torch
-
     torch.set_num_threads(max(1, threads))
     store = Store(Path(root))
     outcome = train_held(group, store, ops)
@@ -39,7 +40,7 @@ def run_with_ray(experiment: ExperimentSpec, root: Path, ops: Operational, addre
                  on_run: RunCallback | None = None, init_options: dict | None = None) -> GridOutcome:
     """Send every training group of the experiment (or its shard) to Ray and wait for all of them."""
     try:
-        import ray
+        import ray  # optional dependency (pip install -e '.[ray]')
     except ImportError:
         raise UsageError("the Ray backend needs Ray: pip install -e '.[ray]'") from None
     if cpus_per_run <= 0 or gpus_per_run < 0:

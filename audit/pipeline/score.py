@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -13,13 +14,15 @@ import numpy as np
 
 import measures
 from audit.data.fitted import build_run_data
+from audit.data.imagenet import MEASURE_BYTES
 from audit.errors import WorkError
 from audit.spec.run import KERNEL_PREFIX
+from audit.store.directory import Store
 from audit.store.files import DiskFull, read_run, write_run
 from audit.store.locks import RunLocked, run_lock
-from audit.store.record import RunRecord
-from audit.store.directory import Store
+from audit.store.record import RunRecord, cache_key
 from audit.train.device import Operational, resolve_device
+from audit.train.loop import fit_labels
 from audit.train.state import load_arrays, make_model
 from measures.layers import prepare
 
@@ -38,7 +41,6 @@ def context_for(record: RunRecord, ops: Operational, at: str | None = None) -> m
     load_arrays(init, record.init)
     x = data.x_train
     if hasattr(x, "identity"):  # lazily read images (imagenet): measures take the fitted set as one tensor
-        from audit.data.imagenet import MEASURE_BYTES
 
         needed = 4 * len(x) * int(np.prod(x.shape[1:]))
         if needed > MEASURE_BYTES:
@@ -48,12 +50,9 @@ def context_for(record: RunRecord, ops: Operational, at: str | None = None) -> m
         x = x[:]
     return measures.Context(model=prepare(final, device), init=prepare(init, device),
                             x=x.to(device), y=data.y_train.to(device), num_classes=data.num_classes,
-                            spec=record.spec, record=record, raw_model=final, device=device)
-
-
-def cache_key(name: str, at: str | None) -> str:
-    """Measures at a keep point are cached as NAME@POINT, e.g. l2-margin@loss:0.1."""
-    return name if at is None else f"{name}@{at}"
+                            spec=record.spec, record=record, raw_model=final, device=device,
+                            refit=functools.partial(fit_labels, record.spec),
+                            shared=Store(record.path.parent.parent) if record.path is not None else None)
 
 
 def is_cached(record: RunRecord, name: str, settings: dict[str, Any], at: str | None = None) -> bool:
@@ -144,11 +143,3 @@ def _score_locked(path: Path, todo: list[str], settings: dict[str, dict[str, Any
             "detail": {k: np.asarray(v) for k, v in result.detail.items()}}
     write_run(path, record, "measures")
     return record
-
-
-def measure_value(record: RunRecord, name: str, at: str | None = None) -> float | None:
-    entry = record.measures.get(cache_key(name, at))
-    if entry is None:
-        return None
-    value = entry.get("value")
-    return None if value is None else float(value)

@@ -1,11 +1,13 @@
 """Machine-readable output: the JSON document, CSV and Markdown tables, the measure catalogue."""
 
 from __future__ import annotations
+
+import csv
 import json
 import math
 from typing import Any
-from audit.render.tables import SUMMARY_COLUMNS, header, summary_cells
 
+from audit.render.tables import SUMMARY_COLUMNS, header, summary_cells
 
 
 def document(store: str, rows: list[dict[str, Any]], judgement: dict[str, Any],
@@ -35,8 +37,6 @@ def summary_records(judgement: dict[str, Any]) -> list[dict[str, str]]:
 
 def write_csv(path: Any, judgement: dict[str, Any]) -> None:
     """One row per measure and family, with every statistic, for spreadsheets and R."""
-    import csv
-
     fields = ["measure", "family", "verdict", "note", "runs", "n_true", "n_random", "median_true", "median_random",
               "ratio", "auc", "auc_low", "auc_high", "auc_interval_kind", "auc_p", "auc_p_adj", "trend", "trend_p",
               "trend_p_adj", "tau", "tau_p", "tau_p_adj", "psi", "sign_error_mean", "sign_error_worst", "cmi",

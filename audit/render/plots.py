@@ -22,11 +22,11 @@ FORMATS = ("png", "svg", "pdf")
 
 def pyplot() -> Any:
     try:
-        import matplotlib
+        import matplotlib  # slow to import (about 1 s); only for figures
     except ImportError:
         raise UsageError("plots need matplotlib: pip install -e '.[plot]'") from None
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # slow to import (about 1 s); only for figures
 
     return plt
 

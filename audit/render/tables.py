@@ -1,14 +1,16 @@
 """Terminal tables: runs, verdicts, the rule and the header, with rich."""
 
 from __future__ import annotations
+
 import math
 from statistics import median
 from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from audit.judge.rows import variant_label
 
+from audit.judge.rows import variant_label
 
 VERDICT_STYLE = {"distinguishes": "bold green", "fails": "red", "inverted": "bold magenta",
                  "unstable": "yellow", "insufficient": "dim"}

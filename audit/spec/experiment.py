@@ -1,6 +1,7 @@
 """Experiment specs: a named grid of runs, read from TOML, expanded into run specs."""
 
 from __future__ import annotations
+
 import dataclasses
 import itertools
 import math
@@ -9,10 +10,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from audit.errors import UsageError, unknown_name
-from audit.spec.run import RunSpec, check_field
-from audit.spec.names import parse_variant
 
+from audit.errors import UsageError, unknown_name
+from audit.spec.names import parse_variant
+from audit.spec.run import RunSpec, check_field
 
 RUN_FIELDS = {f.name for f in dataclasses.fields(RunSpec)}
 

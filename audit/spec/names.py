@@ -1,10 +1,11 @@
 """Name grammars of the spec: variants (corrupt:P), preprocessings (imagenet[:SIZE])."""
 
 from __future__ import annotations
+
 import math
+
 from audit.errors import UsageError, unknown_name
 from audit.spec.run import VARIANTS
-
 
 
 def parse_variant(text: str) -> tuple[str, float | None]:

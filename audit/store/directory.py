@@ -1,16 +1,21 @@
 """The store directory: experiment.json and runs/<run_id>.h5, one file per run."""
 
 from __future__ import annotations
+
 import json
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from audit.errors import UsageError
-from audit.store.files import atomic_replace
 
+from audit.errors import UsageError, WorkError
+from audit.store.files import atomic_replace
+from audit.store.locks import RunLocked, run_lock
 
 DEFAULT_ROOT = Path("audit-runs")
+LOCK_WAIT_SECONDS = 60.0  # how long an update of experiment.json waits for another writer
 
 
 @dataclass(frozen=True)
@@ -27,19 +32,71 @@ class Store:
     def run_paths(self) -> list[Path]:
         return sorted(self.runs_dir.glob("*.h5"))
 
+    @property
+    def experiment_path(self) -> Path:
+        return self.root / "experiment.json"
+
     def read_experiment(self) -> dict[str, Any]:
+        """experiment.json as a dict ({} when there is none yet); unreadable or corrupt, a WorkError naming it
+        (the file is left as it is)."""
+        path = self.experiment_path
         try:
-            return json.loads((self.root / "experiment.json").read_text())
-        except (OSError, json.JSONDecodeError):
+            text = path.read_text()
+        except FileNotFoundError:
             return {}
+        except (OSError, UnicodeDecodeError) as err:
+            raise WorkError(f"{path} is unreadable ({err}); audit leaves it as it is: restore it, or move it "
+                            "aside and rerun to write a new one") from None
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise WorkError(f"{path} is corrupt (not JSON: {err}); audit leaves it as it is: restore it, or move "
+                            "it aside and rerun to write a new one") from None
+        if not isinstance(document, dict):
+            raise WorkError(f"{path} is corrupt (a JSON {type(document).__name__}, not an object); audit leaves "
+                            "it as it is: restore it, or move it aside and rerun to write a new one")
+        return document
 
-    def write_experiment(self, document: dict[str, Any]) -> None:
-        target = self.root / "experiment.json"
+    def update_experiment(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        """Read experiment.json, apply change to it and replace it atomically, all under the store's lock, so
+        that concurrent writers merge their entries; a corrupt file stops this with a WorkError, unchanged."""
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                with run_lock(self.experiment_path):
+                    document = change(self.read_experiment())
+                    atomic_replace(self.experiment_path,
+                                   lambda tmp: tmp.write_text(json.dumps(document, indent=2, sort_keys=True)))
+                    return document
+            except RunLocked:
+                if time.monotonic() > deadline:
+                    raise WorkError(f"{self.experiment_path} is locked by another process for over "
+                                    f"{LOCK_WAIT_SECONDS:.0f} s; rerun when it is done") from None
+                time.sleep(0.2)
 
-        def write(tmp: Path) -> None:
-            tmp.write_text(json.dumps(document, indent=2, sort_keys=True))
+    def add_to_experiment(self, key: str, run_id: str) -> None:
+        """Record run_id under key (imported, kernel_runs) in experiment.json, once."""
 
-        atomic_replace(target, write)
+        def add(document: dict[str, Any]) -> dict[str, Any]:
+            listed = list(document.get(key, []))
+            return {**document, key: listed if run_id in listed else [*listed, run_id]}
+
+        self.update_experiment(add)
+
+    def shared_path(self, kind: str, key: str) -> Path:
+        return self.root / "cache" / kind / f"{key}.json"
+
+    def get_shared(self, kind: str, key: str) -> dict[str, Any] | None:
+        """A value shared across the store's runs (a Rademacher refit of one input set), or None."""
+        try:
+            return json.loads(self.shared_path(kind, key).read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def put_shared(self, kind: str, key: str, value: dict[str, Any]) -> None:
+        path = self.shared_path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_replace(path, lambda tmp: tmp.write_text(json.dumps(value)))
 
 
 def create_store(root: Path) -> Store:

@@ -5,18 +5,20 @@ are absent from the file. The schema is documented in the README.
 """
 
 from __future__ import annotations
+
 import errno
 import json
 import os
 from pathlib import Path
 from typing import Any
+
 import h5py
 import numpy as np
+
 from audit.errors import WorkError
 from audit.spec.run import RunSpec
+from audit.store.record import SCHEMA, RunRecord, weights_checksum
 from audit.testhooks import pause_point
-from audit.store.record import RunRecord, SCHEMA, weights_checksum
-
 
 
 def _set_attrs(target: h5py.HLObject, values: dict[str, Any]) -> None:

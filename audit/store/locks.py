@@ -1,6 +1,7 @@
 """Run locks: one writer per run file, across processes and hosts, with heartbeats and stale-lock takeover."""
 
 from __future__ import annotations
+
 import json
 import os
 import socket
@@ -9,7 +10,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
 
 
 class RunLocked(Exception):

@@ -1,13 +1,15 @@
 """The run record: everything a run file holds, in memory, and its checksums."""
 
 from __future__ import annotations
+
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-import numpy as np
-from audit.spec.run import RunSpec
 
+import numpy as np
+
+from audit.spec.run import RunSpec
 
 SCHEMA = 2  # 1: first release; 2: train_size/test_size attributes and weights/kept (schema 1 is migrated on read)
 
@@ -42,3 +44,16 @@ def weights_checksum(weights: dict[str, np.ndarray]) -> str:
         digest.update(name.encode())
         digest.update(np.ascontiguousarray(weights[name]).tobytes())
     return digest.hexdigest()
+
+
+def cache_key(name: str, at: str | None) -> str:
+    """Measures at a keep point are cached as NAME@POINT, e.g. l2-margin@loss:0.1."""
+    return name if at is None else f"{name}@{at}"
+
+
+def measure_value(record: RunRecord, name: str, at: str | None = None) -> float | None:
+    entry = record.measures.get(cache_key(name, at))
+    if entry is None:
+        return None
+    value = entry.get("value")
+    return None if value is None else float(value)

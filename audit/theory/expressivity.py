@@ -29,9 +29,12 @@ import torch
 from scipy.linalg import lapack, solve_triangular
 from torch import nn
 
+from audit.data.fitted import build_run_data
+from audit.data.sources import load_base
 from audit.errors import UsageError, WorkError
-from audit.spec.run import RunSpec, derive_seed
+from audit.resources import check_memory
 from audit.spec.names import parse_variant
+from audit.spec.run import RunSpec, derive_seed
 
 BIAS_POSITION = 0.1  # b_j = z_{j−1} + position · (z_j − z_{j−1})
 TRIES = 8  # directions drawn at most when the projections nearly tie
@@ -44,7 +47,6 @@ GROWTH_KEYS = ("n", "max_error", "condition_number", "relative_gap")
 
 class TwoLayerReLU(nn.Module):
     """c(x) = Σ_j w_j relu(⟨a, x⟩ − b_j) in float64: a (d), b (n), w (n); exactly 2n + d parameters."""
-
     def __init__(self, a: np.ndarray, b: np.ndarray, w: np.ndarray) -> None:
         super().__init__()
         self.project = nn.Linear(len(a), 1, bias=False, dtype=torch.float64)
@@ -264,8 +266,6 @@ def growth_sizes(n: int) -> list[int]:
 def memory_check(n: int) -> None:
     """Refuse (TooLarge, exit 1) before building when A, its SVD's working copies and one chunk of hidden
     activations would not fit in 80% of the available memory."""
-    from audit.resources import check_memory
-
     check_memory("", 8 * (3 * n * n + 2048 * n), torch.device("cpu"),
                  "use fewer points (the triangular system alone is n² × 8 bytes)",
                  what=f"the expressivity construction on {n:,} points")
@@ -289,8 +289,6 @@ def points_and_targets(n: int, d: int, dataset: str | None, train_size: int | No
         about.update(variant="random-labels" if targets == "labels" else None, classes=GAUSSIAN_CLASSES,
                      inputs="standard Gaussian points")
     else:
-        from audit.data.fitted import build_run_data
-        from audit.data.sources import load_base
 
         available = len(load_base(dataset, data_dir).y_train)
         if train_size is not None and not 0 < train_size <= available:

@@ -1,20 +1,21 @@
 """Minimum-norm kernel interpolation (Zhang et al. §5): kernels, bandwidths, random features, Cholesky solves."""
 
 from __future__ import annotations
+
 from collections.abc import Callable
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from audit.errors import UsageError
 
+from audit.errors import UsageError, unknown_name
+from audit.registry import Registry
 
-KERNELS = {
-    "gaussian": "exp(−‖x−x'‖²/(2σ²))",
-    "laplace": "exp(−‖x−x'‖/σ)",
-    "linear": "x·x'",
-    "polynomial": "(x·x'/d + 1)^degree",
-}
+KERNELS = Registry("kernel")
+for _kind, _formula in (("gaussian", "exp(−‖x−x'‖²/(2σ²))"), ("laplace", "exp(−‖x−x'‖/σ)"), ("linear", "x·x'"),
+                        ("polynomial", "(x·x'/d + 1)^degree")):
+    KERNELS.add(_kind, _formula, origin=__file__, formula=_formula)
 
 DISTANCE_KERNELS = ("gaussian", "laplace")
 
@@ -65,7 +66,7 @@ def kernel_block(kind: str, a: torch.Tensor, b: torch.Tensor, bandwidth: float |
         return block
     if kind == "polynomial":
         return block.div_(a.shape[1]).add_(1.0).pow_(degree)
-    raise UsageError(f"unknown kernel '{kind}': one of {', '.join(KERNELS)}")
+    raise unknown_name("kernel", kind, KERNELS.names())
 
 
 def median_bandwidth(x: torch.Tensor, seed: int, limit: int = BANDWIDTH_POINTS) -> float:

@@ -1,23 +1,45 @@
 """Kernel machines as runs of a store: their specs (model kernel-...), fits, records and measures."""
 
 from __future__ import annotations
-import difflib
+
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from audit.errors import UsageError
-from audit.spec.run import KERNEL_PREFIX, RunSpec, derive_seed
-from audit.spec.names import parse_variant
-from audit.theory.kernel import RANDOM_FILTERS, RANDOM_FILTER_SIZE, RANDOM_POOL, BANDWIDTH_POINTS, DISTANCE_KERNELS, FEATURES, INTERPOLATES, KERNELS, fit, kernel_bytes, median_bandwidth, predict, random_features
+
+import audit
+import measures
+from audit.data.fitted import build_run_data
+from audit.data.sources import load_base
+from audit.errors import UsageError, WorkError, unknown_name
 from audit.resources import check_memory
-
-
+from audit.spec.names import parse_variant
+from audit.spec.run import KERNEL_PREFIX, RunSpec, derive_seed
+from audit.store.directory import Store
+from audit.store.files import read_run, write_run
+from audit.store.locks import RunLocked, run_lock
+from audit.store.record import RunRecord
+from audit.theory.kernel import (
+    BANDWIDTH_POINTS,
+    DISTANCE_KERNELS,
+    FEATURES,
+    INTERPOLATES,
+    KERNELS,
+    RANDOM_FILTER_SIZE,
+    RANDOM_FILTERS,
+    RANDOM_POOL,
+    fit,
+    kernel_bytes,
+    median_bandwidth,
+    predict,
+    random_features,
+)
 
 
 @dataclass(frozen=True)
@@ -25,7 +47,6 @@ class KernelSpec:
     """The kernel machine of a run, written in the run spec's model field as a canonical name:
     kernel-KIND[,features=random-conv][,bandwidth=X][,ridge=X][,degree=K], defaults left out (the median
     heuristic for the bandwidth, ridge 0, raw features, degree 2). One spelling per setting keeps run ids stable."""
-
     kind: str = "gaussian"
     features: str = "raw"
     bandwidth: float | None = None  # None: the median heuristic on the train points
@@ -85,11 +106,9 @@ def is_kernel_run(spec: RunSpec) -> bool:
 
 
 def check_options(kernel: str, features: str, bandwidth: float | None, ridge: float, degree: int) -> None:
-    for kind, name, known in (("kernel", kernel, KERNELS), ("feature preprocessing", features, FEATURES)):
-        if name not in known:
-            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
-            hint = f"did you mean '{close[0]}'?" if close else "known:"
-            raise UsageError(f"unknown {kind} '{name}': {hint} (one of {', '.join(known)})")
+    KERNELS.get(kernel)
+    if features not in FEATURES:
+        raise unknown_name("feature preprocessing", features, list(FEATURES))
     if bandwidth is not None and not (bandwidth > 0 and np.isfinite(bandwidth)):
         raise UsageError(f"--bandwidth must be a positive number, got {bandwidth}")
     if not (ridge >= 0 and np.isfinite(ridge)):
@@ -117,9 +136,6 @@ def fit_run(spec: RunSpec, data_dir: Path | None = None, device: str = "cpu", do
     """Fit the kernel machine of a run spec (model kernel-...) to one-hot labels of the run's train data
     (its variant, subset and preprocessing) and measure it: errors on the fitted and clean test labels, the
     RKHS norm sqrt(Σ_c α_cᵀ K α_c), time and memory. Refuses before allocating when the kernel won't fit."""
-    from audit.data.fitted import build_run_data
-    from audit.data.sources import load_base
-
     kernel = parse_kernel_model(spec.model)
     stage = on_stage or (lambda text: None)
     started = time.perf_counter()
@@ -166,7 +182,7 @@ def fit_run(spec: RunSpec, data_dir: Path | None = None, device: str = "cpu", do
     summary = {
         "dataset": spec.dataset, "train_size": n, "test_size": m, "variant": spec.variant_label,
         "corrupt": spec.corrupt, "seed": spec.seed, "model": spec.model, "run_id": spec.run_id,
-        "kernel": kernel.kind, "formula": KERNELS[kernel.kind], "features": kernel.features,
+        "kernel": kernel.kind, "formula": KERNELS.get(kernel.kind), "features": kernel.features,
         "feature_dim": int(x_train.shape[1]), "preprocess": spec.preprocess, "bandwidth": bandwidth,
         "bandwidth_rule": rule, "degree": kernel.degree if kernel.kind == "polynomial" else None,
         "ridge": kernel.ridge, "jitter": result.jitter,
@@ -205,11 +221,6 @@ def kernel_interpolation(dataset: str = "fashion-mnist", train_size: int | None 
 def kernel_record(spec: RunSpec, outcome: KernelOutcome) -> Any:
     """The run record of a kernel fit, shaped like a network run: status complete, fitted when the train
     accuracy reaches the fit target, α as its final weights, one evaluation row, rkhs-norm cached."""
-    import measures
-    from audit.store.record import RunRecord
-
-    import audit
-
     s = outcome.summary
     train_acc, test_acc = 1.0 - s["train_error"], 1.0 - s["test_error"]
     nan = float("nan")
@@ -234,8 +245,6 @@ def kernel_record(spec: RunSpec, outcome: KernelOutcome) -> Any:
 def train_kernel_run(spec: RunSpec, path: Path, data_dir: Path | None = None, device: str = "cpu",
                      download: bool = False) -> Any:
     """Fit a kernel run into the run file at path (replaced atomically); a complete file is kept as it is."""
-    from audit.store.files import read_run, write_run
-
     if path.exists():
         record = read_run(path, weights=False)
         if record.status == "complete":
@@ -244,3 +253,14 @@ def train_kernel_run(spec: RunSpec, path: Path, data_dir: Path | None = None, de
     record = kernel_record(spec, outcome)
     write_run(path, record)
     return read_run(path, weights=False)
+
+
+def store_kernel_run(store: Store, spec: RunSpec, outcome: KernelOutcome) -> None:
+    """Write a kernel fit into a store as a complete run, under its run lock, and list it in experiment.json."""
+    path = store.run_path(spec.run_id)
+    try:
+        with run_lock(path):  # another process may be fitting or scoring the same run
+            write_run(path, kernel_record(spec, outcome))
+    except RunLocked as err:
+        raise WorkError(f"run {spec.run_id} not written to {store.root}: {err}") from None
+    store.add_to_experiment("kernel_runs", spec.run_id)

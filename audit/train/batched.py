@@ -27,14 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from audit.train import stacked_mlp
 from audit.errors import UsageError
 from audit.models.registry import build_model
 from audit.spec.run import RunSpec
 from audit.store.record import RunRecord
 from audit.testhooks import pause_point
-from audit.train.evaluate import EVAL_BATCH, top5_hits
+from audit.train import stacked_mlp
 from audit.train.device import Operational, autocast_for, resolve_device
+from audit.train.evaluate import EVAL_BATCH, Scores, evaluate_chunks
 from audit.train.state import RunState, load_arrays, make_model, open_run
 
 MAX_GROUP = 64
@@ -42,7 +42,6 @@ GROUP_EVAL_EXAMPLES = 16384  # examples of all runs per vmapped evaluation chunk
 CPU_EVAL_EXAMPLES = 1024  # examples per stacked-MLP evaluation chunk on the CPU (activations near the cache)
 
 GroupCallback = Callable[[int, int, float], None]
-Scores = tuple[float, float, float | None]  # mean loss, accuracy, top-5 accuracy (None under 5 classes)
 
 
 def batchable(spec: RunSpec) -> bool:
@@ -188,9 +187,9 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
         slots_now = slot_of[index]
 
         def scores(x: torch.Tensor, y: torch.Tensor) -> list[Scores]:
-            return _evaluate_group(lambda x_part: batched_forward(*now, x_part),
-                                   lambda start, stop: x[slots_now, start:stop], y[index], autocast,
-                                   max(1, GROUP_EVAL_EXAMPLES // len(index)))
+            return evaluate_chunks(lambda x_part: batched_forward(*now, x_part),
+                                   lambda start, stop: x[slots_now, start:stop], y[index],
+                                   max(1, GROUP_EVAL_EXAMPLES // len(index)), autocast)
 
         return list(zip(scores(x_slots, y_train), scores(x_test_slots, y_test)))[:len(active)]
 
@@ -294,25 +293,11 @@ def _vmapped_sgd_step(batched_forward: Callable, params: dict[str, torch.Tensor]
     return losses.detach()
 
 
-@torch.no_grad()
 def evaluate_params(model: nn.Module, state: tuple[dict, dict], x: torch.Tensor, y: torch.Tensor,
                     autocast: object) -> Scores:
-    """Mean cross-entropy, accuracy and top-5 accuracy (None under 5 classes) of one run's parameters and
-    buffers on (x, y), in large batches: what train.evaluate_full gives a run trained alone."""
-    loss = torch.zeros((), device=x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=x.device, dtype=torch.int64)
-    top5 = torch.zeros((), device=x.device, dtype=torch.int64)
-    classes = 0
-    for start in range(0, len(x), EVAL_BATCH):
-        with autocast:
-            logits = functional_call(model, state, (x[start:start + EVAL_BATCH],)).float()
-        target = y[start:start + EVAL_BATCH]
-        loss += F.cross_entropy(logits, target, reduction="sum").double()
-        correct += (logits.argmax(1) == target).sum()
-        classes = logits.shape[1]
-        if classes >= 5:
-            top5 += top5_hits(logits, target)
-    return loss.item() / len(x), correct.item() / len(x), top5.item() / len(x) if classes >= 5 else None
+    """One run's parameters and buffers on (x, y), through the one evaluation: what a run trained alone gets."""
+    return evaluate_chunks(lambda inputs: functional_call(model, state, (inputs,)), lambda start, stop: x[start:stop],
+                           y, EVAL_BATCH, autocast)[0]
 
 
 @torch.no_grad()
@@ -340,29 +325,6 @@ def _evaluate_stacked(layers: stacked_mlp.Layers, slot_of: dict[int, int], x_slo
     for runs, inputs in batches:
         index = torch.tensor(runs, device=device)
         group = [(weight[index], bias[index]) for weight, bias in layers]
-        scores.update(zip(runs, _evaluate_group(lambda x_part: stacked_mlp.forward(group, x_part), inputs, y[index],
-                                                contextlib.nullcontext(), chunk)))
+        scores.update(zip(runs, evaluate_chunks(lambda x_part: stacked_mlp.forward(group, x_part), inputs, y[index],
+                                                 chunk)))
     return [scores[run] for run in slot_of]
-
-
-@torch.no_grad()
-def _evaluate_group(run_forward: Callable[[torch.Tensor], torch.Tensor], inputs: Callable[[int, int], torch.Tensor],
-                    y: torch.Tensor, autocast: object, chunk: int) -> list[Scores]:
-    """evaluate_params for every run with labels y (runs, examples), `chunk` examples at a time:
-    inputs(start, stop) gives the examples, and run_forward maps them to logits (runs, chunk, classes)."""
-    runs, n = y.shape
-    loss = torch.zeros(runs, device=y.device, dtype=torch.float64)
-    correct = torch.zeros(runs, device=y.device, dtype=torch.int64)
-    top5 = torch.zeros(runs, device=y.device, dtype=torch.int64)
-    classes = 0
-    for start in range(0, n, chunk):
-        with autocast:
-            logits = run_forward(inputs(start, start + chunk)).float()
-        target = y[:, start:start + chunk]
-        loss += F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(runs, -1).sum(1).double()
-        correct += (logits.argmax(-1) == target).sum(1)
-        classes = logits.shape[-1]
-        if classes >= 5:
-            top5 += top5_hits(logits, target)
-    return [(l / n, c / n, t / n if classes >= 5 else None)
-            for l, c, t in zip(loss.tolist(), correct.tolist(), top5.tolist())]

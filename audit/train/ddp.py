@@ -1,19 +1,19 @@
 """Data-parallel training over the processes of a torchrun launch: process group, whole-minibatch batch norm."""
 
 from __future__ import annotations
+
 import os
 from collections.abc import Callable
-import torch
-from torch import nn
-from audit.errors import UsageError
 
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from audit.errors import UsageError
 
 
 def init_ddp(device: str) -> Callable[[], None]:
     """Join the torchrun process group (gloo on CPU, nccl on CUDA); returns the function that leaves it."""
-    import torch
-    import torch.distributed as dist
-
     if "WORLD_SIZE" not in os.environ:
         raise UsageError("--ddp needs a torchrun launch: torchrun --nproc_per_node N -m cli run ... --ddp")
     backend = "nccl" if device.startswith("cuda") else "gloo"
@@ -25,10 +25,8 @@ def init_ddp(device: str) -> Callable[[], None]:
 
 class _AllReduce(torch.autograd.Function):
     """Sum over the ranks, with the gradient summed over the ranks too."""
-
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
 
         out = tensor.clone()
         dist.all_reduce(out)
@@ -36,7 +34,6 @@ class _AllReduce(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
 
         out = grad.clone()
         dist.all_reduce(out)
@@ -47,7 +44,6 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     """Batch norm whose training statistics are those of the whole minibatch across the ranks (torch's
     SyncBatchNorm for CPU/gloo, which it does not support): sums and squares are all-reduced with autograd,
     so forward, gradients and running statistics equal single-process training up to float rounding."""
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)

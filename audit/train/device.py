@@ -1,14 +1,16 @@
 """Operational settings and the device: where and how a run trains, outside its run id."""
 
 from __future__ import annotations
+
 import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
 import torch
 from torch import nn
-from audit.errors import UsageError
 
+from audit.errors import UsageError
 
 
 def ddp_world() -> tuple[int, int]:

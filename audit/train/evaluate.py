@@ -1,17 +1,21 @@
-"""The one evaluation and the one stopping rule, shared by every trainer.
+"""The one evaluation, the one learning-rate schedule and the one stopping rule, shared by every trainer.
 
 After every epoch the whole fitted train set is evaluated in eval mode; a run stops when fitted (train
 accuracy ≥ fit_target), at the loss target, or at max epochs, and is marked diverged on a non-finite loss.
 """
 
 from __future__ import annotations
+
 import contextlib
 import math
+from collections.abc import Callable
+
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from audit.spec.run import RunSpec
 
+from audit.spec.run import RunSpec
 
 EVAL_BATCH = 8192
 
@@ -24,61 +28,83 @@ def top5_hits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (above < 5).sum(-1)
 
 
+Scores = tuple[float, float, float | None]  # mean loss, accuracy, top-5 accuracy (None under 5 classes)
+
+
+@torch.no_grad()
+def evaluate_chunks(forward: Callable[[torch.Tensor], torch.Tensor], inputs: Callable[[int, int], torch.Tensor],
+                    y: torch.Tensor, chunk: int, autocast: contextlib.AbstractContextManager | None = None,
+                    rank: int = 0, world: int = 1) -> list[Scores]:
+    """The one evaluation: mean cross-entropy, accuracy and top-5 accuracy of one run or a group of runs.
+    y holds the labels, (examples,) for one run or (runs, examples) for a group; inputs(start, stop) gives those
+    examples and forward maps them to logits (..., examples, classes). Data parallel (world > 1), each rank
+    evaluates every world-th chunk and the sums are all-reduced, so that every rank gets the same numbers."""
+    n = y.shape[-1]
+    sums = torch.zeros((4, *y.shape[:-1]), device=y.device, dtype=torch.float64)  # loss, correct, top 5, ≥ 5 classes
+    for number, start in enumerate(range(0, n, chunk)):
+        if number % world != rank:
+            continue
+        with autocast or contextlib.nullcontext():
+            logits = forward(inputs(start, start + chunk)).float()
+        target = y[..., start:start + chunk]
+        losses = F.cross_entropy(logits.flatten(0, -2), target.flatten(), reduction="none").view(target.shape)
+        sums[0] += losses.sum(-1).double()
+        sums[1] += (logits.argmax(-1) == target).sum(-1)
+        if logits.shape[-1] >= 5:
+            sums[2] += top5_hits(logits, target)
+            sums[3] = 1
+    if world > 1:
+        dist.all_reduce(sums)
+    rows = sums.reshape(4, -1).T.tolist()
+    return [(loss / n, correct / n, top5 / n if has_top5 else None) for loss, correct, top5, has_top5 in rows]
+
+
+def evaluate_full(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH,
+                  autocast: contextlib.AbstractContextManager | None = None, rank: int = 0,
+                  world: int = 1) -> Scores:
+    """One model in eval mode on (x, y) in large batches (lazily read images in their own, smaller ones)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return evaluate_chunks(model, lambda start, stop: x[start:stop], y, min(batch, getattr(x, "eval_batch", batch)),
+                                   autocast, rank, world)[0]
+    finally:
+        model.train(was_training)
+
+
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH,
              autocast: contextlib.AbstractContextManager | None = None) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of the model in eval mode on (x, y), in large batches."""
+    """Mean cross-entropy and accuracy of the model in eval mode on (x, y)."""
     loss, accuracy, _ = evaluate_full(model, x, y, batch, autocast)
     return loss, accuracy
 
 
-@torch.inference_mode()
-def evaluate_full(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH,
-                  autocast: contextlib.AbstractContextManager | None = None, rank: int = 0,
-                  world: int = 1) -> tuple[float, float, float | None]:
-    """Mean cross-entropy, accuracy and top-5 accuracy (None under 5 classes) in eval mode. Lazily read images
-    go in their own (smaller) batches; data parallel (world > 1), each rank evaluates every world-th batch and
-    the sums are all-reduced, so every rank gets the same numbers."""
-    was_training = model.training
-    model.eval()
-    batch = min(batch, getattr(x, "eval_batch", batch))
-    sums = torch.zeros(4, device=x.device, dtype=torch.float64)  # loss, correct, correct in the top 5, ≥ 5 classes
-    for number, start in enumerate(range(0, len(x), batch)):
-        if number % world != rank:
-            continue
-        with autocast or contextlib.nullcontext():
-            logits = model(x[start:start + batch]).float()
-        target = y[start:start + batch]
-        sums[0] += F.cross_entropy(logits, target, reduction="sum").double()
-        sums[1] += (logits.argmax(1) == target).sum()
-        if logits.shape[1] >= 5:
-            sums[2] += top5_hits(logits, target)
-            sums[3] = 1
-    if world > 1:
-        import torch.distributed as dist
+def learning_rate(spec: RunSpec, epoch: int) -> float:
+    """The learning rate of epoch `epoch` (counting from 0): lr · lr_decay^epoch."""
+    return spec.lr * spec.lr_decay ** epoch
 
-        dist.all_reduce(sums)
-    model.train(was_training)
-    loss, correct, top5, has_top5 = sums.tolist()
-    return loss / len(x), correct / len(x), top5 / len(x) if has_top5 else None
+
+def stop_reason(spec: RunSpec, epoch: int, train_loss: float, train_acc: float, batch_loss_sum: float) -> str | None:
+    """The one stopping rule, after an epoch's evaluation: 'diverged' on a non-finite loss, 'complete' once fitted
+    (train accuracy ≥ fit_target), at the loss target or at the epoch budget, else None (train on)."""
+    if not math.isfinite(train_loss) or not math.isfinite(batch_loss_sum):
+        return "diverged"
+    if train_acc >= spec.fit_target or epoch >= spec.epochs:
+        return "complete"
+    if spec.loss_target is not None and train_loss <= spec.loss_target:
+        return "complete"
+    return None
 
 
 def outcome(spec: RunSpec, history: dict[str, list[float]]) -> tuple[str | None, dict[str, float | int | None]]:
-    """The stop decision after the latest evaluation, and the fit summary."""
-    acc, loss = history["train_acc"], history["train_loss"]
-    fit_rows = [i for i, a in enumerate(acc) if a >= spec.fit_target]
+    """The stop decision after the latest evaluation of a run's history, and its fit summary."""
+    fit_rows = [i for i, a in enumerate(history["train_acc"]) if a >= spec.fit_target]
     first = fit_rows[0] if fit_rows else None
     summary = {
         "steps_to_fit": int(history["step"][first]) if first is not None else None,
         "epochs_to_fit": int(history["epoch"][first]) if first is not None else None,
     }
-    last_loss = loss[-1]
-    batch_sum = history["batch_loss_sum"][-1]
-    if not math.isfinite(last_loss) or not math.isfinite(batch_sum):
-        return "diverged", summary
-    if acc[-1] >= spec.fit_target:
-        return "complete", summary
-    if spec.loss_target is not None and last_loss <= spec.loss_target:
-        return "complete", summary
-    if history["epoch"][-1] >= spec.epochs:
-        return "complete", summary
-    return None, summary
+    stop = stop_reason(spec, int(history["epoch"][-1]), history["train_loss"][-1], history["train_acc"][-1],
+                       history["batch_loss_sum"][-1])
+    return stop, summary

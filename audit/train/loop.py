@@ -6,24 +6,29 @@ weights, history, optimizer and RNG states, so a killed run resumes where it was
 """
 
 from __future__ import annotations
+
 import contextlib
 import math
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
 from audit.data.augment import Augmenter, make_augmenter
 from audit.models.registry import build_model
 from audit.spec.run import RunSpec, derive_seed
 from audit.store.record import RunRecord
 from audit.testhooks import pause_point
+from audit.train.ddp import sync_batchnorm
 from audit.train.device import Operational, autocast_for, ddp_world, has_conv, resolve_device
-from audit.train.evaluate import evaluate, evaluate_full
+from audit.train.evaluate import evaluate, evaluate_full, learning_rate, stop_reason
 from audit.train.state import load_arrays, make_optimizer, open_run, state_arrays
-
 
 EpochCallback = Callable[[int, int, float], None]
 
@@ -55,7 +60,6 @@ def run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
         optimizer.step()
         batch_sum += weighted.detach() / world
     if world > 1:  # every rank holds the sum of its shares: all-reduced, the whole minibatches' mean losses
-        import torch.distributed as dist
 
         dist.all_reduce(batch_sum)
     return batch_sum
@@ -69,18 +73,16 @@ def fit_labels(spec: RunSpec, x: torch.Tensor, y: torch.Tensor, num_classes: int
     optimizer = make_optimizer(spec, model)
     order = torch.Generator().manual_seed(derive_seed(seed, "order"))
     model.train()
-    accuracy = 0.0
+    accuracy, epoch, stop = 0.0, 0, None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "dropout"))
-        for epoch in range(spec.epochs):
+        while stop is None:  # the schedule and stopping rule of every run
             for group in optimizer.param_groups:
-                group["lr"] = spec.lr * spec.lr_decay ** epoch
-            run_epoch(model, optimizer, x, y, spec.batch_size, order)
+                group["lr"] = learning_rate(spec, epoch)
+            batch_sum = run_epoch(model, optimizer, x, y, spec.batch_size, order).item()
+            epoch += 1
             loss, accuracy = evaluate(model, x, y)
-            if not math.isfinite(loss):
-                break
-            if accuracy >= spec.fit_target or (spec.loss_target is not None and loss <= spec.loss_target):
-                break
+            stop = stop_reason(spec, epoch, loss, accuracy, batch_sum)
     return accuracy
 
 
@@ -116,9 +118,7 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
         x_test = x_test.contiguous(memory_format=torch.channels_last)
     step_model = torch.compile(model) if ops.compile else model
     if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
 
-        from audit.train.ddp import sync_batchnorm
 
         step_model = sync_batchnorm(step_model, device)
         step_model = DistributedDataParallel(step_model, device_ids=[device.index] if device.type == "cuda" else None)

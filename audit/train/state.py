@@ -1,6 +1,7 @@
 """The bookkeeping of one run being trained, whatever trains it: data, history, RNG streams, keep points, checkpoints."""
 
 from __future__ import annotations
+
 import io
 import os
 import platform
@@ -8,22 +9,24 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
+
 import audit
 from audit.data.fitted import RunData, build_run_data
 from audit.errors import WorkError
 from audit.models.registry import build_model
+from audit.registry import Registry
 from audit.spec.run import RunSpec, derive_seed
-from audit.store.record import RunRecord
 from audit.store.files import read_run, write_run
 from audit.store.locks import touch_lock
+from audit.store.record import RunRecord
 from audit.train.device import Operational, ddp_world
-from audit.train.evaluate import outcome
-
+from audit.train.evaluate import learning_rate, outcome
 
 HISTORY_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
                    "batch_loss_sum", "seconds")
@@ -45,10 +48,15 @@ def make_model(spec: RunSpec, data: RunData) -> nn.Module:
 
 
 def make_optimizer(spec: RunSpec, model: nn.Module) -> torch.optim.Optimizer:
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
-                           weight_decay=spec.weight_decay)
+    return OPTIMIZERS.get(spec.optimizer)(spec, model.parameters())
+
+
+OPTIMIZERS = Registry("optimizer")
+OPTIMIZERS.add("sgd", lambda spec, params: torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum,
+                                                           weight_decay=spec.weight_decay),
+               origin=__file__, description="SGD with momentum and weight decay (PyTorch's update)")
+OPTIMIZERS.add("adam", lambda spec, params: torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay),
+               origin=__file__, description="Adam with L2 weight decay; momentum is unused")
 
 
 @dataclass
@@ -88,7 +96,7 @@ class RunState:
 
     def lr(self) -> float:
         """The learning rate of the coming epoch."""
-        return self.spec.lr * self.spec.lr_decay ** self.epoch
+        return learning_rate(self.spec, self.epoch)
 
     def add_row(self, epoch: int, step: int, lr: float, batch_sum: float, train: tuple[float, float],
                 test: tuple[float, float]) -> None:
