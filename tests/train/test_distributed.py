@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from cli import app
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 runner = CliRunner()
 
 

@@ -17,7 +17,7 @@ from audit.store.record import SCHEMA
 from audit.store.files import read_run
 from cli import app
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 GRID = ["--model", "mlp-1x64", "--train-size", "300", "--variants", "corrupt:0.5,random-labels", "--seeds", "1",
         "--epochs", "14", "--checkpoint-every", "1", "--measure", "l2", "--measure", "margin"]
 runner = CliRunner()

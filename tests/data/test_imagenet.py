@@ -21,7 +21,7 @@ from audit.pipeline.names import check_run
 from audit.spec.run import RunSpec
 from cli import app
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 runner = CliRunner()
 WNIDS = ("n01440764", "n01443537", "n01484850")
 # The imagenet experiment made tiny: its own rows and settings but 18 images at 75×75 (Inception v3's minimum),

@@ -147,7 +147,7 @@ def test_a_killed_run_is_resumed_not_restarted(tmp_path):
     command = [sys.executable, "-m", "cli", "run", "--variants", "random-labels", "--seeds", "1", "--lr", "0.02",
                "--checkpoint-every", "1", "--out", str(store)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    process = subprocess.Popen(command, cwd=Path(__file__).parents[1], env=env, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(command, cwd=Path(__file__).parents[2], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     epochs_before = 0
