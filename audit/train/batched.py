@@ -129,8 +129,43 @@ def _same_inputs(x: torch.Tensor, x_test: torch.Tensor, slots: list[torch.Tensor
                 None)
 
 
-def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[torch.Tensor], ops: Operational,
-           device: torch.device, on_epoch: GroupCallback | None) -> None:
+@dataclass
+class Group:
+    """The stacked state of a group of runs on the device: parameters, buffers and momenta with the run axis
+    first, the distinct input tensors (slots) and every run's labels."""
+
+    members: list[Member]
+    template: nn.Module
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    momentum: dict[str, torch.Tensor]
+    x_slots: torch.Tensor
+    x_test_slots: torch.Tensor
+    slot_of: torch.Tensor
+    y_train: torch.Tensor
+    y_test: torch.Tensor
+    autocast: contextlib.AbstractContextManager
+    linear_names: list[str] | None  # plain MLPs in fp32 take the fused stacked path; others vmap and autograd
+    batched_forward: Callable
+
+    def stacked(self, tensors: dict[str, torch.Tensor]) -> stacked_mlp.Layers:
+        return [(tensors[f"{name}.weight"], tensors[f"{name}.bias"]) for name in self.linear_names or []]
+
+    def weights(self, i: int) -> dict[str, np.ndarray]:
+        return {**{k: v[i].detach().cpu().numpy().copy() for k, v in self.params.items()},
+                **{k: v[i].detach().cpu().numpy().copy() for k, v in self.buffers.items()}}
+
+    def save(self, i: int, status: str, device: torch.device) -> None:
+        state = self.members[i].state
+        optimizer = None
+        if status == "running":
+            optimizer = sgd_state(list(self.params), {k: self.momentum[k][i] for k in self.params}, state.spec)
+        state.save(status, self.weights(i), optimizer, device)
+
+
+def _stack(members: list[Member], slots: list[torch.Tensor], test_slots: list[torch.Tensor], ops: Operational,
+           device: torch.device) -> Group:
+    """The group's models built (or resumed) and stacked on the device, with their momenta and data."""
     first = members[0].state
     template = make_model(first.spec, first.data).to(device)
     models = []
@@ -148,119 +183,115 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
             for j, name in enumerate(params):
                 if j in saved and saved[j].get("momentum_buffer") is not None:
                     momentum[name][i] = saved[j]["momentum_buffer"].to(device)
-    x_slots = torch.stack([x.to(device) for x in slots])
-    x_test_slots = torch.stack([x.to(device) for x in test_slots])
-    slot_of = torch.tensor([m.input_slot for m in members], device=device)
-    y_train = torch.stack([m.state.data.y_train.to(device) for m in members])
-    y_test = torch.stack([m.state.data.y_test.to(device) for m in members])
     autocast = autocast_for(ops.precision, device, template)
-    batch_size = first.spec.batch_size
-    n = x_slots.shape[1]
+    return Group(members, template, params, buffers, momentum,
+                 x_slots=torch.stack([x.to(device) for x in slots]),
+                 x_test_slots=torch.stack([x.to(device) for x in test_slots]),
+                 slot_of=torch.tensor([m.input_slot for m in members], device=device),
+                 y_train=torch.stack([m.state.data.y_train.to(device) for m in members]),
+                 y_test=torch.stack([m.state.data.y_test.to(device) for m in members]),
+                 autocast=autocast,
+                 linear_names=stacked_mlp.linear_names(template) if isinstance(autocast, contextlib.nullcontext) else None,
+                 batched_forward=vmap(lambda p, b, x: functional_call(template, (p, b), (x,))))
 
-    def forward(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(template, (p, b), (x,))
 
-    batched_forward = vmap(forward)
-    # plain MLPs in fp32 take the fused stacked path; other models vmap functional_call and autograd
-    linear_names = stacked_mlp.linear_names(template) if isinstance(autocast, contextlib.nullcontext) else None
+def _evaluate_all(group: Group, active: list[int], device: torch.device) -> list[tuple[Scores, Scores]]:
+    """Every active run on its whole train and test sets, in chunks of examples: stacked MLPs batched; other
+    models on the CPU in a loop over runs, whose activations stay in cache (measured 1.3-4× faster there than
+    vmapping); on a GPU vmapped."""
+    g = group
+    if g.linear_names is not None:
+        slots = {i: g.members[i].input_slot for i in active}
+        layers = g.stacked(g.params)
+        return list(zip(_evaluate_stacked(layers, slots, g.x_slots, g.y_train),
+                        _evaluate_stacked(layers, slots, g.x_test_slots, g.y_test)))
+    if device.type == "cpu":
+        out = []
+        for i in active:
+            one = ({k: v[i] for k, v in g.params.items()}, {k: v[i] for k, v in g.buffers.items()})
+            out.append((evaluate_params(g.template, one, g.x_slots[g.slot_of[i]], g.y_train[i], g.autocast),
+                        evaluate_params(g.template, one, g.x_test_slots[g.slot_of[i]], g.y_test[i], g.autocast)))
+        return out
+    index = torch.tensor(_paired(active), device=device)
+    now = ({k: v[index] for k, v in g.params.items()}, {k: v[index] for k, v in g.buffers.items()})
+    slots_now = g.slot_of[index]
 
-    def stacked(tensors: dict[str, torch.Tensor]) -> stacked_mlp.Layers:
-        return [(tensors[f"{name}.weight"], tensors[f"{name}.bias"]) for name in linear_names]
+    def scores(x: torch.Tensor, y: torch.Tensor) -> list[Scores]:
+        return evaluate_chunks(lambda x_part: g.batched_forward(*now, x_part),
+                               lambda start, stop: x[slots_now, start:stop], y[index],
+                               max(1, GROUP_EVAL_EXAMPLES // len(index)), g.autocast)
 
-    def evaluate_all(active: list[int]) -> list[tuple[Scores, Scores]]:
-        """Every active run on its whole train and test sets, in chunks of examples: stacked MLPs batched;
-        other models on the CPU in a loop over runs, whose activations stay in cache (measured 1.3-4× faster
-        there than vmapping); on a GPU vmapped."""
-        if linear_names is not None:
-            slots = {i: members[i].input_slot for i in active}
-            return list(zip(_evaluate_stacked(stacked(params), slots, x_slots, y_train),
-                            _evaluate_stacked(stacked(params), slots, x_test_slots, y_test)))
-        if device.type == "cpu":
-            out = []
-            for i in active:
-                one = ({k: v[i] for k, v in params.items()}, {k: v[i] for k, v in buffers.items()})
-                out.append((evaluate_params(template, one, x_slots[slot_of[i]], y_train[i], autocast),
-                            evaluate_params(template, one, x_test_slots[slot_of[i]], y_test[i], autocast)))
-            return out
-        index = torch.tensor(_paired(active), device=device)
-        now = ({k: v[index] for k, v in params.items()}, {k: v[index] for k, v in buffers.items()})
-        slots_now = slot_of[index]
+    return list(zip(scores(g.x_slots, g.y_train), scores(g.x_test_slots, g.y_test)))[:len(active)]
 
-        def scores(x: torch.Tensor, y: torch.Tensor) -> list[Scores]:
-            return evaluate_chunks(lambda x_part: batched_forward(*now, x_part),
-                                   lambda start, stop: x[slots_now, start:stop], y[index],
-                                   max(1, GROUP_EVAL_EXAMPLES // len(index)), autocast)
 
-        return list(zip(scores(x_slots, y_train), scores(x_test_slots, y_test)))[:len(active)]
+def _epoch(group: Group, active: list[int], device: torch.device) -> list[float]:
+    """One epoch of every active run, each in its own order and with its own schedule; returns each run's sum
+    of minibatch losses."""
+    g, members = group, group.members
+    index = torch.tensor(_paired(active), device=device)
+    hyper_lists = ([members[i].state.lr() for i in active], [members[i].state.spec.momentum for i in active],
+                   [members[i].state.spec.weight_decay for i in active])
+    lr, mu, decay = (torch.tensor(_paired(values), device=device) for values in hyper_lists)
+    # floats where every run shares the value: the fused fast path of the stacked MLP step
+    hyper = [values[0] if min(values) == max(values) else tensor
+             for values, tensor in zip(hyper_lists, (lr, mu, decay))]
+    n, batch_size = g.x_slots.shape[1], members[0].state.spec.batch_size
+    perms = torch.stack([torch.randperm(n, generator=members[i].state.order) for i in active]).to(device)
+    perms = perms[_paired(list(range(len(active))))]  # a lone run's copy: the same order, drawn once
+    sub = {k: v[index].detach().requires_grad_(g.linear_names is None) for k, v in g.params.items()}
+    sub_buffers = {k: v[index] for k, v in g.buffers.items()}
+    sub_momentum = {k: v[index] for k, v in g.momentum.items()}
+    slots_now, labels_now = g.slot_of[index], g.y_train[index]
+    layers, layer_momenta = g.stacked(sub), g.stacked(sub_momentum)
+    batch_sum = torch.zeros(len(index), device=device)
+    half = (n // batch_size // 2) * batch_size
+    for first_row in range(0, n, batch_size):
+        if first_row == half:
+            pause_point("mid-epoch")
+        rows = perms[:, first_row:first_row + batch_size]
+        inputs, labels = g.x_slots[slots_now[:, None], rows], labels_now.gather(1, rows)
+        if g.linear_names is not None:
+            losses = stacked_mlp.sgd_step(layers, layer_momenta, inputs, labels, *hyper)
+        else:
+            losses = _vmapped_sgd_step(g.batched_forward, sub, sub_buffers, sub_momentum, inputs, labels,
+                                       lr, mu, decay, g.autocast)
+        batch_sum += losses.detach()
+    with torch.no_grad():
+        for name in g.params:
+            g.params[name][index] = sub[name].detach()
+            g.momentum[name][index] = sub_momentum[name]
+    return batch_sum.tolist()
 
-    def weights(i: int) -> dict[str, np.ndarray]:
-        return {**{k: v[i].detach().cpu().numpy().copy() for k, v in params.items()},
-                **{k: v[i].detach().cpu().numpy().copy() for k, v in buffers.items()}}
 
-    def save(i: int, status: str) -> None:
-        state = members[i].state
-        optimizer = None
-        if status == "running":
-            optimizer = sgd_state(list(params), {k: momentum[k][i] for k in params}, state.spec)
-        state.save(status, weights(i), optimizer, device)
-
+def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[torch.Tensor], ops: Operational,
+           device: torch.device, on_epoch: GroupCallback | None) -> None:
+    group = _stack(members, slots, test_slots, ops, device)
+    n, batch_size = group.x_slots.shape[1], members[0].state.spec.batch_size
     active = list(range(len(members)))
-    for i, (train, test) in zip(active, evaluate_all(active)):
+    for i, (train, test) in zip(active, _evaluate_all(group, active, device)):
         state = members[i].state
         state.top5 = (train[2], test[2])
         if not state.history["epoch"]:
             state.add_row(0, 0, state.spec.lr, 0.0, train[:2], test[:2])
-            state.keep_points(ops.keep, lambda i=i: weights(i))
+            state.keep_points(ops.keep, lambda i=i: group.weights(i))
     while active:
         start = time.perf_counter()
-        index = torch.tensor(_paired(active), device=device)
-        lr_list = [members[i].state.lr() for i in active]
-        hyper_lists = (lr_list, [members[i].state.spec.momentum for i in active],
-                       [members[i].state.spec.weight_decay for i in active])
-        lr, mu, decay = (torch.tensor(_paired(values), device=device) for values in hyper_lists)
-        # floats where every run shares the value: the fused fast path of the stacked MLP step
-        hyper = [values[0] if min(values) == max(values) else tensor
-                 for values, tensor in zip(hyper_lists, (lr, mu, decay))]
-        perms = torch.stack([torch.randperm(n, generator=members[i].state.order) for i in active]).to(device)
-        perms = perms[_paired(list(range(len(active))))]  # a lone run's copy: the same order, drawn once
-        sub = {k: v[index].detach().requires_grad_(linear_names is None) for k, v in params.items()}
-        sub_buffers = {k: v[index] for k, v in buffers.items()}
-        sub_momentum = {k: v[index] for k, v in momentum.items()}
-        slots_now, labels_now = slot_of[index], y_train[index]
-        if linear_names is not None:
-            layers, layer_momenta = stacked(sub), stacked(sub_momentum)
-        batch_sum = torch.zeros(len(index), device=device)
-        half = (n // batch_size // 2) * batch_size
-        for first_row in range(0, n, batch_size):
-            if first_row == half:
-                pause_point("mid-epoch")
-            rows = perms[:, first_row:first_row + batch_size]
-            inputs, labels = x_slots[slots_now[:, None], rows], labels_now.gather(1, rows)
-            if linear_names is not None:
-                losses = stacked_mlp.sgd_step(layers, layer_momenta, inputs, labels, *hyper)
-            else:
-                losses = _vmapped_sgd_step(batched_forward, sub, sub_buffers, sub_momentum, inputs, labels,
-                                           lr, mu, decay, autocast)
-            batch_sum += losses.detach()
-        with torch.no_grad():
-            for name in params:
-                params[name][index] = sub[name].detach()
-                momentum[name][index] = sub_momentum[name]
+        lrs = [members[i].state.lr() for i in active]
+        sums = _epoch(group, active, device)
         seconds = (time.perf_counter() - start) / len(active)  # each run's share of the group's time
-        sums = batch_sum.tolist()
-        for position, (i, (train, test)) in enumerate(zip(active, evaluate_all(active))):
+        for position, (i, (train, test)) in enumerate(zip(active, _evaluate_all(group, active, device))):
             state = members[i].state
             state.top5 = (train[2], test[2])
             state.elapsed += seconds
             state.samples += n
-            state.add_row(state.epoch + 1, state.step + math.ceil(n / batch_size), lr_list[position],
+            state.add_row(state.epoch + 1, state.step + math.ceil(n / batch_size), lrs[position],
                           sums[position], train[:2], test[:2])
-            state.keep_points(ops.keep, lambda i=i: weights(i))
+            state.keep_points(ops.keep, lambda i=i: group.weights(i))
         still = []
         for i in active:
             status = members[i].state.stop()
             if status is not None or members[i].state.checkpoint_due(ops):
-                save(i, status or "running")
+                group.save(i, status or "running", device)
             if status is None:
                 still.append(i)
         active = still
