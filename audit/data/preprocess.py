@@ -59,8 +59,8 @@ PREPROCESSINGS = Registry("preprocessing")
 PREPROCESSINGS.add("standard", standardize, description="per-channel standardization by the clean train set's mean and std")
 PREPROCESSINGS.add("paper", lambda x_train, x_test, clean_train: (whiten_per_image(centre_crop(x_train, 28)),
                                                                   whiten_per_image(centre_crop(x_test, 28))),
-                   origin=__file__, description="the paper's: centre crop 28×28, then per-image whitening")
-PREPROCESSINGS.add("none", lambda x_train, x_test, clean_train: (x_train, x_test), origin=__file__,
+                   description="the paper's: centre crop 28×28, then per-image whitening")
+PREPROCESSINGS.add("none", lambda x_train, x_test, clean_train: (x_train, x_test),
                    description="raw pixels in [0, 1]")
 PREPROCESSINGS.pattern("imagenet[:SIZE]", imagenet_preprocessing,
                        description="imagenet only: resize to SIZE·342/299, centre crop SIZE (default 299)")

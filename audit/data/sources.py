@@ -290,18 +290,18 @@ def _folder_loader(name: str):
 
 
 DATASETS = Registry("dataset")
-DATASETS.add("digits", lambda data_dir, download: _load_digits(), origin=__file__,
+DATASETS.add("digits", lambda data_dir, download: _load_digits(),
              description="scikit-learn's 8x8 digits, 1,797 images, built in (1,347 train / 450 test, stratified split)")
 for _name, _text in (("mnist", "MNIST 28x28, 60,000 + 10,000 (torchvision layout under --data-dir; --download to fetch)"),
                      ("fashion-mnist", "Fashion-MNIST 28x28, 60,000 + 10,000 (--data-dir, or Debian's "
                                        "dataset-fashion-mnist)")):
-    DATASETS.add(_name, functools.partial(_load_idx_dataset, _name), origin=__file__, description=_text)
+    DATASETS.add(_name, functools.partial(_load_idx_dataset, _name), description=_text)
 for _name, _text in (
         ("cifar10", "CIFAR-10 32x32 RGB, 50,000 + 10,000 (torchvision layout under --data-dir; --download to fetch)"),
         ("cifar100", "CIFAR-100 32x32 RGB, fine labels, 50,000 + 10,000 (torchvision layout; --download to fetch)"),
         ("svhn", "SVHN 32x32 RGB, 73,257 + 26,032, digit 0 labelled 0 (torchvision layout; --download to fetch)")):
-    DATASETS.add(_name, functools.partial(_load_torchvision_dataset, _name), origin=__file__, description=_text)
-DATASETS.add("imagenet", lambda data_dir, download: load_imagenet(data_dir), origin=__file__,
+    DATASETS.add(_name, functools.partial(_load_torchvision_dataset, _name), description=_text)
+DATASETS.add("imagenet", lambda data_dir, download: load_imagenet(data_dir),
              description="ImageNet layout under --data-dir (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG), decoded lazily; "
                          "preprocess imagenet[:SIZE]")
 DATASETS.pattern("folder:PATH", _folder_loader, description="your images: one subfolder per class (or train/ and "

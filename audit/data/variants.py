@@ -102,7 +102,7 @@ def _gaussian(spec: RunSpec, varied: Varied, num_classes: int) -> None:
 
 
 VARIANTS = Registry("variant")
-VARIANTS.add("true", lambda spec, varied, num_classes: None, origin=__file__, label="true", axis="label",
+VARIANTS.add("true", lambda spec, varied, num_classes: None, label="true", axis="label",
              description="the dataset unchanged")
 VARIANTS.add("corrupt", _labels, label="corrupt:P", axis="label",
              description="each train label replaced, with probability P, by a class drawn uniformly from all classes")

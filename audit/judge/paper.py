@@ -5,6 +5,7 @@ from __future__ import annotations
 from statistics import median
 from typing import Any
 
+from audit.errors import UsageError
 from audit.registry import Registry
 
 # Table 1 (CIFAR10): (model, random crop, weight decay, variant) → (train %, test %)
@@ -105,6 +106,13 @@ def table2_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             line.update({f"paper_{key}": value, key: mine, f"{key}_diff": None if mine is None else mine - value})
         out.append(line)
     return out
+
+
+def check_paper(paper: str | None) -> str | None:
+    """--paper: a registered comparison (or None), else a one-line UsageError naming them."""
+    if paper is not None and paper not in PAPERS:
+        raise UsageError(f"unknown paper comparison '{paper}': use one of {', '.join(PAPERS)}")
+    return paper
 
 
 def compare(paper: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -79,7 +79,7 @@ def count_params(model: nn.Module) -> int:
 
 MODELS = Registry("model")
 for _name in ("mlp-1x512", "mlp-3x512"):
-    MODELS.add(_name, _mlp_entry(_name), origin=__file__)
+    MODELS.add(_name, _mlp_entry(_name))
 MODELS.add("alexnet-small", ModelEntry(
     "alexnet-small", "small AlexNet: 2 × [conv 5×5 64, max pool 3×3/2, LRN], FC 384, FC 192",
     lambda input_shape, num_classes, dropout=0.0, batchnorm=True: alexnet_small(input_shape, num_classes, dropout)))

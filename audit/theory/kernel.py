@@ -15,7 +15,7 @@ from audit.registry import Registry
 KERNELS = Registry("kernel")
 for _kind, _formula in (("gaussian", "exp(−‖x−x'‖²/(2σ²))"), ("laplace", "exp(−‖x−x'‖/σ)"), ("linear", "x·x'"),
                         ("polynomial", "(x·x'/d + 1)^degree")):
-    KERNELS.add(_kind, _formula, origin=__file__, formula=_formula)
+    KERNELS.add(_kind, _formula, formula=_formula)
 
 DISTANCE_KERNELS = ("gaussian", "laplace")
 

@@ -54,9 +54,9 @@ def make_optimizer(spec: RunSpec, model: nn.Module) -> torch.optim.Optimizer:
 OPTIMIZERS = Registry("optimizer")
 OPTIMIZERS.add("sgd", lambda spec, params: torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum,
                                                            weight_decay=spec.weight_decay),
-               origin=__file__, description="SGD with momentum and weight decay (PyTorch's update)")
+               description="SGD with momentum and weight decay (PyTorch's update)")
 OPTIMIZERS.add("adam", lambda spec, params: torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay),
-               origin=__file__, description="Adam with L2 weight decay; momentum is unused")
+               description="Adam with L2 weight decay; momentum is unused")
 
 
 @dataclass
