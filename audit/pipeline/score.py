@@ -6,18 +6,19 @@ import functools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 import measures
 from audit.data.fitted import build_run_data
 from audit.data.imagenet import MEASURE_BYTES
-from audit.errors import WorkError
-from audit.spec.run import KERNEL_PREFIX
-from audit.store.directory import Store
+from audit.errors import UsageError, WorkError
+from audit.spec.overrides import check_point, split_setting
+from audit.spec.run import KERNEL_PREFIX, RunSpec
+from audit.store.directory import Store, open_store
 from audit.store.files import DiskFull, read_run, write_run
 from audit.store.locks import RunLocked, run_lock
 from audit.store.record import RunRecord, cache_key
@@ -104,6 +105,8 @@ def score_store(store: Store, names: list[str], ops: Operational = Operational()
                 raise
             except WorkError as err:
                 errors.append(str(err) if str(path) in str(err) else f"{path}: {err}")
+            except UsageError as err:  # its model cannot be built here (a user's module not importable, say)
+                errors.append(f"{path}: run {record.run_id} not scored: {err}")
             errors += [f"{path}: measure {key}: {entry['reason']}" for key, entry in record.measures.items()
                        if entry.get("failed") and key.split("@")[0] in todo]
         records.append(record)
@@ -143,3 +146,90 @@ def _score_locked(path: Path, todo: list[str], settings: dict[str, dict[str, Any
             "detail": {k: np.asarray(v) for k, v in result.detail.items()}}
     write_run(path, record, "measures")
     return record
+
+
+class Tracker(Protocol):
+    """Progress of a command's work (audit.render.progress.Reporter): entered around the work, told of each run."""
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: Any) -> Any: ...
+
+    def on_run(self, index: int, total: int, spec: RunSpec, state: str) -> None: ...
+
+    def on_epoch(self, epoch: int, epochs: int, train_acc: float) -> None: ...
+
+    def on_score(self, run_id: str, index: int, total: int) -> None: ...
+
+
+class Silent:
+    """A Tracker that reports nothing."""
+
+    def __enter__(self) -> Silent:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def on_run(self, index: int, total: int, spec: RunSpec, state: str) -> None:
+        return None
+
+    def on_epoch(self, epoch: int, epochs: int, train_acc: float) -> None:
+        return None
+
+    def on_score(self, run_id: str, index: int, total: int) -> None:
+        return None
+
+
+@dataclass
+class Scored:
+    """What a report of a store needs: its root, the run records, the measures and what judging needs of each
+    (measures.judged), one line per failure, the keep point judged at, and notices printed before the errors."""
+
+    root: Path
+    records: list[RunRecord]
+    names: list[str]
+    judged: dict[str, dict[str, Any]]
+    errors: list[str]
+    at: str | None = None
+    notices: list[str] = field(default_factory=list)
+
+
+def measure_names(measure: list[str], all_: bool) -> list[str]:
+    """--all: every registered measure; --measure NAME...: those, checked, in order; else the default set."""
+    if all_:
+        return measures.names()
+    if measure:
+        for name in measure:
+            measures.get(name)
+        return list(dict.fromkeys(measure))
+    return measures.names(default_only=True)
+
+
+def parse_settings(values: list[str]) -> dict[str, dict[str, Any]]:
+    """--set NAME.KEY=VALUE (repeatable) → {NAME: {KEY: VALUE}}, every measure and setting checked."""
+    out: dict[str, dict[str, Any]] = {}
+    for text in values:
+        name, key, value = split_setting(text)
+        measures.get(name)
+        out.setdefault(name, {})[key] = value
+    for name, overrides in out.items():
+        measures.resolved_settings(name, overrides)
+    return out
+
+
+def score_runs(store: Path | None, measure: list[str], all_measures: bool, setting: list[str], *,
+               recompute: bool = False, device: str = "auto", data_dir: Path | None = None, at: str | None = None,
+               tracker: Tracker | None = None) -> Scored:
+    """`audit score`: the measures named (or the default set) with their --set settings, computed on every
+    complete run of the store (the latest under ./audit-runs when None) and cached; at a keep point with `at`."""
+    names = measure_names(measure, all_measures)
+    settings = parse_settings(setting)
+    resolve_device(device)
+    target = open_store(store)
+    ops = Operational(device=device, data_dir=data_dir)
+    tracker = tracker or Silent()
+    with tracker:
+        outcome = score_store(target, names, ops, settings, recompute=recompute, on_run=tracker.on_score,
+                              at=check_point(at))
+    return Scored(target.root, outcome.records, names, measures.judged(names), outcome.errors, at)
