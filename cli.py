@@ -1,41 +1,44 @@
-"""The `audit` command line: parse, call audit.*, render. No science in here."""
+"""The `audit` command line: options, one call into audit.pipeline per command, then judge and render.
+No science and no logic in here: every piece lives in the layer it belongs to."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from typer._click import exceptions as typer_click_exceptions
 
 import audit
 import experiments
-import measures
 from audit.errors import UsageError, WorkError
-from audit.pipeline.names import check_experiment, check_run
-from audit.render import formats, tables
+from audit.judge.paper import check_paper, compare
+from audit.judge.rows import run_rows
+from audit.pipeline import catalogue
+from audit.pipeline.importer import import_model
+from audit.pipeline.plan import plan_items
+from audit.pipeline.report import classes_of, load_report, show_run
+from audit.pipeline.run import RunOptions, prepare_run, run_experiment
+from audit.pipeline.score import Scored, score_runs
+from audit.pipeline.theory import build_expressivity, fit_kernel
+from audit.render import formats
+from audit.render import items as render_items
+from audit.render.console import one_line, stage_printer
+from audit.render.plots import pyplot, write_figures
+from audit.render.progress import Reporter
+from audit.render.report import Output, emit
+from audit.render.show import print_run
+from audit.spec.overrides import check_point, run_overrides, show_args
 
 app = typer.Typer(
     help="Run the randomization test of Zhang et al. and audit generalization measures with it.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
-list_app = typer.Typer(help="List models, measures, variants, datasets or experiments.", no_args_is_help=True)
+list_app = typer.Typer(help="List models, measures, variants, datasets, experiments, kernels, optimizers or "
+                            "preprocessings.", no_args_is_help=True)
 app.add_typer(list_app, name="list")
-
-err_console = Console(stderr=True)
-
-
-def one_line(message: object) -> str:
-    """A message on one line: control characters of echoed user input (a newline or carriage return in a
-    dataset name, say) written as escapes."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
 
 
 def _show_usage_error_in_one_line(self: Any, file: Any = None) -> None:
@@ -45,11 +48,6 @@ def _show_usage_error_in_one_line(self: Any, file: Any = None) -> None:
 
 
 typer_click_exceptions.UsageError.show = _show_usage_error_in_one_line
-
-
-def out_console() -> Console:
-    width = shutil.get_terminal_size((200, 40)).columns if sys.stdout.isatty() else 200
-    return Console(width=max(width, 100), soft_wrap=False)
 
 
 def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -96,30 +94,6 @@ MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="Print the verdict
 AtOpt = Annotated[Optional[str], typer.Option(
     "--at", help="Judge at a keep point of training (e.g. loss:0.1: every run at the same train loss) instead of "
                  "the end; the experiment must keep it (keep = [...] or run --keep).")]
-
-
-def parse_checkpoint(text: Optional[str]) -> tuple[int, float]:
-    """--checkpoint-every: N epochs (exactly), or Ns seconds; default every epoch, at most every 30 s."""
-    if text is None:
-        return 1, 30.0
-    try:
-        if text.endswith("s"):
-            seconds = float(text[:-1])
-            if seconds >= 0:
-                return 1, seconds
-        elif int(text) > 0:
-            return int(text), 0.0
-    except ValueError:
-        pass
-    raise UsageError(f"--checkpoint-every must be a positive number of epochs (5) or seconds (30s), got '{text}'")
-
-
-def check_point(at: Optional[str]) -> Optional[str]:
-    from audit.spec.experiment import parse_keep
-
-    if at is not None:
-        parse_keep([at], "--at")
-    return at
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 DataDirOpt = Annotated[Optional[Path], typer.Option(
     "--data-dir", help="Folder of downloaded datasets (torchvision layout; for imagenet the folder holding "
@@ -127,128 +101,11 @@ DataDirOpt = Annotated[Optional[Path], typer.Option(
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Download missing datasets (needs a network).")]
 
 
-def store_path(store: Optional[Path]) -> Any:
-    from audit.store.directory import open_store
-
-    return open_store(store)
-
-
-class Reporter:
-    """Progress on stderr: a rich bar on a terminal, a line per run otherwise."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.live = not quiet and err_console.is_terminal
-        self.quiet = quiet
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err_console,
-                                 transient=True)
-        self.runs = self.epochs = None
-
-    def __enter__(self) -> "Reporter":
-        if self.live:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.live:
-            self.progress.stop()
-
-    def on_run(self, index: int, total: int, spec: Any, state: str) -> None:
-        label = f"{spec.run_id} {spec.variant_label} seed {spec.seed}"
-        if self.live:
-            if self.runs is None:
-                self.runs = self.progress.add_task("runs", total=total, info="")
-                self.epochs = self.progress.add_task("epochs", total=spec.epochs, info="")
-            self.progress.update(self.runs, completed=index, info=label)
-            self.progress.reset(self.epochs, total=spec.epochs, info="")
-        elif not self.quiet:
-            print(f"[{index + 1}/{total}] {label}: {state}", file=sys.stderr)
-
-    def on_epoch(self, epoch: int, epochs: int, train_acc: float) -> None:
-        if self.live and self.epochs is not None:
-            self.progress.update(self.epochs, completed=epoch, total=epochs, info=f"train acc {train_acc:.3f}")
-
-    def on_score(self, run_id: str, index: int, total: int) -> None:
-        if self.live:
-            if self.runs is None:
-                self.runs = self.progress.add_task("scoring", total=total, info="")
-            self.progress.update(self.runs, completed=index, info=run_id)
-
-
-def parse_settings(values: list[str]) -> dict[str, dict[str, Any]]:
-    """--set NAME.KEY=VALUE → {NAME: {KEY: VALUE}}."""
-    out: dict[str, dict[str, Any]] = {}
-    for text in values:
-        target, sep, raw = text.partition("=")
-        name, dot, key = target.partition(".")
-        if not sep or not dot:
-            raise UsageError(f"--set '{text}': write MEASURE.SETTING=VALUE, e.g. margin.percentile=5")
-        measures.get(name)
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out.setdefault(name, {})[key] = value
-    for name, overrides in out.items():
-        measures.resolved_settings(name, overrides)
-    return out
-
-
-def score_and_report(store: Any, names: list[str], ops: Any, output: "Output", reporter: Reporter,
-                     settings: dict[str, dict[str, Any]], recompute: bool = False, show: list[str] | None = None,
-                     extra_errors: list[str] | None = None, at: str | None = None,
-                     only: set[str] | None = None) -> int:
-    from audit.judge.rows import run_rows
-    from audit.pipeline.score import score_store
-
-    outcome = score_store(store, names, ops, settings, recompute=recompute, on_run=reporter.on_score, at=at,
-                          only=only)
-    errors = (extra_errors or []) + outcome.errors
-    rows = run_rows(outcome.records, names, at)
-    emit(store, rows, names, errors, output, show if show is not None else [])
-    failed = errors or any(r["status"] == "diverged" for r in rows)
-    return 1 if failed else 0
-
-
-class Output:
-    """How results are printed: a table (default), one JSON document, Markdown, and optionally a CSV file."""
-
-    def __init__(self, as_json: bool = False, markdown: bool = False, csv: Optional[Path] = None,
-                 correction: str = "holm") -> None:
-        from audit.judge.verdict import CORRECTIONS
-
-        if correction not in CORRECTIONS:
-            raise UsageError(f"unknown correction '{correction}': use one of {', '.join(CORRECTIONS)}")
-        if as_json and markdown:
-            raise UsageError("--json and --markdown are exclusive: choose one")
-        self.as_json, self.markdown, self.csv, self.correction = as_json, markdown, csv, correction
-
-
-def emit(store: Any, rows: list[dict[str, Any]], names: list[str], errors: list[str], output: Output,
-         show: list[str]) -> None:
-    from audit.judge.verdict import judge
-
-    judgement = judge(rows, measures.judged(names), output.correction)
-    if output.csv is not None:
-        formats.write_csv(output.csv, judgement)
-    if output.as_json:
-        print(formats.dumps(formats.document(str(store.root), rows, judgement, errors)))
-    elif output.markdown:
-        print(formats.markdown_table(judgement))
-    else:
-        tables.print_tables(out_console(), rows, judgement, show, str(store.root))
-    for line in errors:
-        print(f"audit: {line}", file=sys.stderr)
-
-
-def resolve_names(measure: list[str], all_: bool) -> list[str]:
-    if all_:
-        return measures.names()
-    if measure:
-        for name in measure:
-            measures.get(name)
-        return list(dict.fromkeys(measure))
-    return measures.names(default_only=True)
+def report(scored: Scored, output: Output, show: list[str]) -> int:
+    """Judge and print the runs of a scored store; the exit code: 1 when a run failed or diverged, else 0."""
+    rows = run_rows(scored.records, scored.names, scored.at)
+    emit(str(scored.root), rows, scored.judged, scored.errors, output, show, scored.notices)
+    return 1 if scored.errors or any(r["status"] == "diverged" for r in rows) else 0
 
 
 # ---------------------------------------------------------------- commands
@@ -306,90 +163,19 @@ def run(
 ) -> None:
     """Train every run of an experiment into its store (skipping complete runs, resuming the rest),
     score the measures and print the verdict table. Without an argument it runs the quick audit."""
-    from audit.pipeline.grid import apply_overrides, store_name
-    from audit.train.device import Operational, resolve_device
-
     output = Output(as_json, correction=correction)
-    spec = experiments.load(experiment)
-    overrides = {"dataset": dataset, "model": model, "epochs": epochs, "train_size": train_size,
-                 "preprocess": preprocess, "lr": lr,
-                 "lr_decay": lr_decay, "momentum": momentum, "weight_decay": weight_decay,
-                 "batch_size": batch_size, "corrupt_test": corrupt_test, "seeds": seeds,
-                 "variants": [v.strip() for v in variants.split(",") if v.strip()] if variants is not None else None}
-    spec = check_experiment(apply_overrides(spec, overrides))
-    names = resolve_names(measure, all_measures)
-    if not measure and not all_measures and all(r.model.startswith("kernel-") for r in spec.expand()):
-        names = ["rkhs-norm"]  # a kernel experiment: its measure is stored when each run is fitted
-    every, seconds = parse_checkpoint(checkpoint_every)
-    resolve_device(device)
-    if keep is not None:
-        from audit.spec.experiment import parse_keep
-
-        spec = dataclasses.replace(spec, keep=parse_keep([k.strip() for k in keep.split(",") if k.strip()], "--keep"))
-    from audit.pipeline.grid import parse_shard
-
-    shard_range = parse_shard(shard)
-    if backend not in ("local", "ray"):
-        raise UsageError(f"unknown backend '{backend}': use local or ray")
-    if ddp and backend != "local":
-        raise UsageError("--ddp trains one run over the processes of a torchrun launch: use it with --backend local")
-    ops = Operational(device=device, checkpoint_every=every, checkpoint_seconds=seconds, data_dir=data_dir,
-                      download=download, keep=spec.keep, batch=batch and not ddp, precision=precision,
-                      compile=compile_, ddp=ddp)
-    root = out or store_name(spec, overrides)
-    if root.exists() and not root.is_dir():
-        raise UsageError(f"store path {root} is a file; choose a directory with --out")
+    overrides = run_overrides(dataset=dataset, model=model, epochs=epochs, train_size=train_size,
+                              preprocess=preprocess, lr=lr, lr_decay=lr_decay, momentum=momentum,
+                              weight_decay=weight_decay, batch_size=batch_size, corrupt_test=corrupt_test,
+                              seeds=seeds, variants=variants)
+    options = RunOptions(tuple(measure), all_measures, device, checkpoint_every, keep, batch, precision, compile_,
+                         data_dir, download, shard, backend, address, cpus_per_run, gpus_per_run, ddp, out)
+    prepared = prepare_run(experiments.load(experiment), overrides, options)
     if plan:
-        print_plan(spec, root, as_json, shard_range)
+        render_items.print_plan(plan_items(prepared.experiment, prepared.root, prepared.shard), prepared.root, as_json)
         return
-    from audit.data.fitted import build_run_data
-    from audit.data.sources import load_base
-
-    for dataset, size in sorted({(r.dataset, r.train_size or 0) for r in spec.expand()}):
-        available = len(load_base(dataset, data_dir, download).y_train)  # missing data fails here, before any store
-        if size > available:
-            raise UsageError(f"train size {size} is larger than the {available} training images of {dataset}")
-    build_run_data(spec.expand()[0], data_dir, download)
-    if backend == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise UsageError("the Ray backend needs Ray: pip install -e '.[ray]'") from None
-    leave = None
-    if ddp:
-        from audit.train.ddp import init_ddp
-
-        leave = init_ddp(device)
-    try:
-        code = train_and_report(spec, root, ops, names, output, shard_range, backend, address, cpus_per_run,
-                                gpus_per_run)
-    finally:
-        if leave is not None:
-            leave()
-    raise typer.Exit(code)
-
-
-def train_and_report(spec: Any, root: Path, ops: Any, names: list[str], output: Output, shard: Any, backend: str,
-                     address: Optional[str], cpus_per_run: float, gpus_per_run: float) -> int:
-    from audit.pipeline.grid import run_grid, shard_of
-    from audit.store.directory import create_store
-
-    with Reporter(quiet=False) as reporter:
-        if backend == "ray":
-            from audit.pipeline.ray import run_with_ray
-
-            outcome = run_with_ray(spec, root, ops, address, cpus_per_run, gpus_per_run, shard, reporter.on_run)
-        else:
-            outcome = run_grid(spec, root, ops, on_run=reporter.on_run, on_epoch=reporter.on_epoch, shard=shard)
-        from audit.train.device import ddp_world
-
-        if ops.ddp and ddp_world()[0] != 0:
-            return 0  # rank 0 scores and reports
-        store = create_store(root)
-        for line in outcome.skipped:  # another process trains them: not a failure, and it is reported
-            print(f"audit: {line}", file=sys.stderr)
-        only = {s.run_id for s in shard_of(spec.expand(), shard)} if shard else None
-        return score_and_report(store, names, ops, output, reporter, {}, extra_errors=outcome.errors, only=only)
+    scored = run_experiment(prepared, Reporter())
+    raise typer.Exit(0 if scored is None else report(scored, output, []))
 
 
 @app.command()
@@ -410,18 +196,10 @@ def score(
 ) -> None:
     """Compute measures on every complete run of a store, cache them in the run files, and print them
     per run with their verdicts. Without --measure, the default set."""
-    from audit.train.device import Operational, resolve_device
-
     output = Output(as_json, markdown, csv, correction)
-    names = resolve_names(measure, all_measures)
-    settings = parse_settings(setting)
-    resolve_device(device)
-    target = store_path(store)
-    ops = Operational(device=device, data_dir=data_dir)
-    with Reporter(quiet=False) as reporter:
-        code = score_and_report(target, names, ops, output, reporter, settings, recompute,
-                                show=names if len(names) <= 6 else [], at=check_point(at))
-    raise typer.Exit(code)
+    scored = score_runs(store, measure, all_measures, setting, recompute=recompute, device=device,
+                        data_dir=data_dir, at=at, tracker=Reporter())
+    raise typer.Exit(report(scored, output, scored.names if len(scored.names) <= 6 else []))
 
 
 @app.command("report")
@@ -440,70 +218,16 @@ def report_command(
     """Print the runs and verdicts of a store from its cached measures (computes nothing): per measure, the
     randomization test (auc with its interval, trend with its corrected p, input-axis comparisons) beside the
     hyperparameter protocols (Kendall tau, granulated psi, sign-error, CMI with its sign)."""
-    from audit.judge.rows import run_rows
-    from audit.pipeline.grid import open_for_report
-
     output = Output(as_json, markdown, csv, correction)
-    check_point(at)
+    at = check_point(at)
+    check_paper(paper)
+    scored = load_report(store, measure, at)
+    rows = run_rows(scored.records, scored.names, at)
     if paper is not None:
-        from audit.judge.paper import PAPERS
-
-        if paper not in PAPERS:
-            raise UsageError(f"unknown paper comparison '{paper}': use one of {', '.join(PAPERS)}")
-    target = store_path(store)
-    for name in measure:
-        measures.get(name)
-    records, errors = open_for_report(target)
-    suffix = "" if at is None else f"@{at}"
-    stored = {key[: len(key) - len(suffix)] for r in records for key in r.measures if key.endswith(suffix)}
-    cached = [n for n in measures.names() if n in stored]
-    names = list(dict.fromkeys(measure)) or cached
-    rows = run_rows(records, names, at)
-    if paper is not None:
-        print_paper(paper, rows, as_json)
+        render_items.print_paper(paper, compare(paper, rows), as_json)
     else:
-        emit(target, rows, names, errors, output, list(measure))
-    raise typer.Exit(1 if errors else 0)
-
-
-def print_plan(spec: Any, root: Path, as_json: bool, shard: tuple[int, int] | None = None) -> None:
-    """The runs of an experiment (or of its shard) and what `audit run` would do with each."""
-    from audit.pipeline.grid import shard_of
-    from audit.store.files import read_run
-
-    items = []
-    for run in shard_of(spec.expand(), shard):
-        path = root / "runs" / f"{run.run_id}.h5"
-        try:
-            state = read_run(path, weights=False).status if path.exists() else "new"
-        except WorkError:
-            state = "corrupt (retrained)"
-        items.append({"run_id": run.run_id, "variant": run.variant_label, "seed": run.seed, "model": run.model,
-                      "dataset": run.dataset, "state": state, "spec": run.to_dict()})
-    if as_json:
-        print(formats.dumps({"store": str(root), "runs": items}))
-        return
-    print_items(items, False, ["run_id", "variant", "seed", "model", "dataset", "state"],
-                note=f"store {root}: {sum(i['state'] != 'complete' for i in items)} of {len(items)} runs to train")
-
-
-def print_paper(paper: str, rows: list[dict[str, Any]], as_json: bool) -> None:
-    from rich.table import Table
-
-    from audit.judge.paper import compare
-
-    lines = compare(paper, rows)
-    if as_json:
-        print(formats.dumps({"paper": paper, "rows": lines}))
-        return
-    table = Table(title=f"ours beside Zhang et al. 2017, {paper}", title_justify="left")
-    for column in lines[0]:
-        table.add_column(column, justify="left" if column in ("model", "variant", "quantity") else "right")
-    for line in lines:
-        table.add_row(*(tables.fmt(v, 2) for v in line.values()))
-    console = out_console()
-    console.print(table)
-    console.print("— : no matching complete run in this store. Figure 1 values are read off the figure (≈).")
+        emit(str(scored.root), rows, scored.judged, scored.errors, output, list(measure))
+    raise typer.Exit(1 if scored.errors else 0)
 
 
 @app.command()
@@ -518,26 +242,15 @@ def plot(
     """Write the paper's Figure 1 panels from a store (1a training loss against steps per variant, 1b time to
     fit relative to true labels against p, 1c test error against p with chance marked) and each measure
     against p with seeds as points. Needs matplotlib: pip install -e '.[plot]'."""
-    from audit.judge.rows import run_rows
-    from audit.pipeline.grid import open_for_report
-    from audit.render.plots import pyplot, write_figures
-
     pyplot()  # a missing matplotlib is a usage error before any work
-    target = store_path(store)
-    for name in measure:
-        measures.get(name)
-    records, errors = open_for_report(target)
-    stored = {key for r in records for key in r.measures}
-    names = list(dict.fromkeys(measure)) or [n for n in measures.names() if n in stored]
-    rows = run_rows(records, names)
-    classes = max((int(r.data.get("num_classes", 100 if r.spec.dataset == "cifar100" else 10)) for r in records),
-                  default=10)  # files written before num_classes was recorded: the registered datasets' count
-    written = write_figures(records, rows, names, out or target.root / "figures", fmt, classes)
-    for path in written:
+    scored = load_report(store, measure)
+    rows = run_rows(scored.records, scored.names)
+    for path in write_figures(scored.records, rows, scored.names, out or scored.root / "figures", fmt,
+                              classes_of(scored.records)):
         print(path)
-    for line in errors:
+    for line in scored.errors:
         print(f"audit: {line}", file=sys.stderr)
-    raise typer.Exit(1 if errors else 0)
+    raise typer.Exit(1 if scored.errors else 0)
 
 
 @app.command()
@@ -547,51 +260,8 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """Print one run: spec, status, history summary and cached measures."""
-    from audit.store.files import read_run
-
-    if len(args) not in (1, 2):
-        raise UsageError("give a run id, optionally after the store: audit show [STORE] RUN_ID")
-    target = store_path(Path(args[0]) if len(args) == 2 else None)
-    run_id = args[-1]
-    matches = [p for p in target.run_paths() if p.stem.startswith(run_id)]
-    if len(matches) != 1:
-        what = "no run" if not matches else f"{len(matches)} runs"
-        raise UsageError(f"{what} in {target.root} matching '{run_id}'; see `audit report {target.root}`")
-    record = read_run(matches[0], weights=False)
-    history = {k: v.tolist() for k, v in record.history.items()}
-    document = {"run_id": record.run_id, "path": str(matches[0]), "spec": record.spec.to_dict(),
-                "status": record.status, "fitted": record.fitted, "attrs": record.attrs,
-                "data": {k: v for k, v in record.data.items() if not hasattr(v, "shape")},
-                "history": history,
-                "measures": {k: {kk: vv for kk, vv in v.items() if kk != "detail"} for k, v in record.measures.items()}}
-    if as_json:
-        print(formats.dumps(document))
-        return
-    console = out_console()
-    console.print(f"run {record.run_id}  {matches[0]}")
-    console.print(f"status {record.status}, fitted {tables.fmt(record.fitted)}")
-    for key, value in record.spec.to_dict().items():
-        console.print(f"  {key:<14} {value}")
-    from rich.table import Table
-
-    table = Table(title="history (every evaluation)", title_justify="left")
-    for column in ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc"):
-        table.add_column(column, justify="right")
-    rows = list(zip(*(history[c] for c in ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc"))))
-    picked = rows if len(rows) <= 12 else rows[:5] + rows[-6:]
-    for row in picked:
-        table.add_row(*(tables.fmt(int(v) if i < 2 else v, 4) for i, v in enumerate(row)))
-    console.print(table)
-    for key in ("train_seconds", "samples_seen", "steps_to_fit", "epochs_to_fit", "best_test_acc", "device"):
-        console.print(f"  {key:<14} {tables.fmt(record.attrs.get(key))}")
-    if record.measures:
-        mt = Table(title="measures", title_justify="left")
-        for column in ("measure", "value", "seconds", "note"):
-            mt.add_column(column)
-        for name, entry in record.measures.items():
-            mt.add_row(name, tables.fmt(entry.get("value"), 5), tables.fmt(entry.get("seconds"), 3),
-                       entry.get("reason") or "")
-        console.print(mt)
+    store, run_id = show_args(args)
+    print_run(show_run(store, run_id), as_json)
 
 
 @app.command()
@@ -619,36 +289,8 @@ def expressivity(
     weight norms, and how the error grows with n (100, 200, 400, ... n). Class labels are fitted as one real
     output equal to the label index. Duplicate inputs are merged (refused when their targets differ); a
     direction a whose projections nearly tie is replaced by another seeded one."""
-    from audit.theory.expressivity import expressivity as build
-
-    if dataset is None:
-        if train_size is not None:
-            raise UsageError("--train-size applies to --dataset; for Gaussian points give --n")
-        n, d = 1000 if n is None else n, 50 if d is None else d
-    elif n is not None or d is not None:
-        raise UsageError("--n and --d are for Gaussian points; with --dataset use --train-size (d is the image size)")
-    document = build(n or 0, d or 0, dataset, train_size, variant, targets, seed, data_dir, depth)
-    if as_json:
-        print(formats.dumps(document))
-        return
-    console = out_console()
-    console.print(f"{document['points']:,} points in {document['d']} dimensions ({document['inputs']}), "
-                  f"targets: {document['variant'] or 'real values'}; {document['merged_duplicates']} duplicates merged")
-    rows = [("weights (2n + d)", f"{document['weights']:,}"), ("max |c(x_i) − y_i|", tables.fmt(document["max_error"], 3)),
-            ("condition number of A", f"{tables.fmt(document['condition_number'], 3)} ({document['condition_norm']})"),
-            ("smallest projection gap / spread", tables.fmt(document["relative_gap"], 3)),
-            ("directions tried", str(document["directions_tried"])),
-            ("‖a‖, ‖b‖, ‖w‖", ", ".join(tables.fmt(document[k], 4) for k in ("norm_a", "norm_b", "norm_w")))]
-    if "accuracy" in document:
-        rows.append(("train accuracy (nearest label)", tables.fmt(document["accuracy"], 4)))
-    print_items([{"quantity": k, "value": v} for k, v in rows], False, ["quantity", "value"])
-    print_items(document["growth"], False, ["n", "max_error", "condition_number", "relative_gap"],
-                note="error and conditioning against n (the first n points, directions from the same seed)")
-    if "deep" in document:
-        deep = document["deep"]
-        print_items([{"quantity": k.replace("_", " "), "value": tables.fmt(v, 3) if isinstance(v, float) else f"{v:,}"}
-                     for k, v in deep.items()], False, ["quantity", "value"],
-                    note=f"the corollary's depth-{deep['depth']} network, built from the two-layer one")
+    document = build_expressivity(n, d, dataset, train_size, variant, targets, seed, data_dir, depth)
+    render_items.print_expressivity(document, as_json)
 
 
 @app.command()
@@ -678,31 +320,10 @@ def kernel(
     float64 Cholesky in torch (a tiny jitter only if K is numerically singular), and report train error, test
     error on the clean test labels, the RKHS norm sqrt(Σ_c α_cᵀ K α_c) (summed over the classes c), time and
     memory. Before building K it estimates the memory and refuses (exit 1) when K would not fit."""
-    from audit.theory.kernel_runs import fit_run, kernel_spec, store_kernel_run
-    from audit.train.device import resolve_device
-
-    spec = check_run(kernel_spec(dataset, train_size or None, variant, kind, bandwidth, ridge, features, degree,
-                                 seed, preprocess))
-    target = str(resolve_device(device))
-    store = None
-    if out is not None:
-        from audit.store.directory import create_store
-
-        store = create_store(out)
-        store.read_experiment()  # a corrupt experiment.json stops this before the fit, the file unchanged
-    stage = (lambda text: None) if as_json else (lambda text: err_console.print(f"audit: {text}", style="dim"))
-    outcome = fit_run(spec, data_dir, target, download, on_stage=stage)
-    document = dict(outcome.summary)
-    if store is not None:
-        store_kernel_run(store, spec, outcome)
-        document["store"] = str(store.root)
-    if as_json:
-        print(formats.dumps(document))
-        return
-    keys = ["dataset", "train_size", "variant", "model", "bandwidth", "jitter", "train_error", "train_residual",
-            "test_error", "rkhs_norm", "seconds", "solve_seconds", "memory_gib"]
-    print_items([{"quantity": k, "value": document[k]} for k in keys], False, ["quantity", "value"],
-                note=f"run {spec.run_id}" + (f" written to {document['store']}" if store is not None else ""))
+    spec, document = fit_kernel(dataset, train_size, variant, kind, bandwidth, ridge, degree, features, seed,
+                                preprocess, out=out, device=device, data_dir=data_dir, download=download,
+                                on_stage=stage_printer(quiet=as_json))
+    render_items.print_kernel(document, spec.run_id, as_json)
 
 
 @app.command("import")
@@ -721,88 +342,39 @@ def import_command(
 ) -> None:
     """Add a model trained elsewhere to a store as a complete run, so that `audit score` and `audit report`
     judge it like the others. Its data are rebuilt from the dataset, variant and seed given here."""
-    from audit.pipeline.importer import import_run
-    from audit.spec.names import parse_variant
-    from audit.spec.run import RunSpec
-    from audit.store.directory import create_store
-
-    name, p = parse_variant(variant)
-    spec = check_run(RunSpec(dataset=dataset, model=model, variant=name, corrupt=p, seed=seed,
-                             train_size=train_size, preprocess=preprocess))
-    for path in (init, final):
-        if not path.is_file():
-            raise UsageError(f"state_dict file {path} does not exist")
-    target = create_store(store)
-    record = import_run(target, spec, init, final)
-    summary = {"store": str(target.root), "run_id": record.run_id, "train_acc": record.attrs["train_acc"],
-               "test_acc": record.attrs["test_acc"], "fitted": record.fitted}
-    if as_json:
-        print(formats.dumps(summary))
-    else:
-        out_console().print(f"imported run {record.run_id} into {target.root}: train acc "
-                            f"{record.attrs['train_acc']:.4f}, test acc {record.attrs['test_acc']:.4f}, "
-                            f"fitted {tables.fmt(record.fitted)}")
+    summary = import_model(store, model, init, final, dataset=dataset, variant=variant, seed=seed,
+                           train_size=train_size, preprocess=preprocess)
+    render_items.print_import(summary, as_json)
 
 
-@list_app.command("models")
-@guarded
-def list_models(as_json: JsonOpt = False) -> None:
-    """The model registry, with parameter counts for the digits input (1×8×8, 10 classes)."""
-    from audit.models.registry import MODELS, build_model, count_params
+def listing_command(kind: str) -> None:
+    """Register `audit list KIND` for a registry listing of audit.pipeline.catalogue.LISTINGS."""
+    listing = catalogue.LISTINGS[kind]
 
-    def params(name: str, shape: tuple[int, ...]) -> Optional[int]:
-        try:
-            return count_params(build_model(name, shape, 10))
-        except UsageError:  # a model for larger images only (inception-v3: RGB, at least 75×75)
-            return None
-
-    items = [{"name": e.name, "description": e.description, "params_digits": params(e.name, (1, 8, 8)),
-              "params_cifar28": params(e.name, (3, 28, 28))} for e in MODELS.values()]
-    print_items(items, as_json, ["name", "params_digits", "params_cifar28", "description"],
-                note="mlp-DxW works for any depth D and width W; — : the model does not take that input")
+    @list_app.command(kind, help=listing.help)
+    @guarded
+    def command(as_json: JsonOpt = False) -> None:
+        render_items.print_items(catalogue.list_items(kind), as_json, listing.columns, note=listing.note)
 
 
-@list_app.command("measures")
+listing_command("models")
+
+
+@list_app.command("measures", help=catalogue.LISTINGS["measures"].help)
 @guarded
 def list_measures(
     as_json: JsonOpt = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the catalogue page (docs/measures.md).")] = False,
 ) -> None:
-    """The measure catalogue with each measure's metadata."""
-    items = [measures.get(n).metadata() for n in measures.names()]
+    items = catalogue.list_items("measures")
     if markdown:
         print(formats.catalogue_markdown(items))
         return
-    print_items(items, as_json, ["name", "family", "direction", "cost", "needs", "settings", "formula"])
+    render_items.print_items(items, as_json, catalogue.LISTINGS["measures"].columns)
 
 
-@list_app.command("variants")
-@guarded
-def list_variants(as_json: JsonOpt = False) -> None:
-    """The data variants of the randomization test."""
-    from audit.spec.run import INPUT_VARIANTS
-
-    text = {
-        "true": "the dataset unchanged",
-        "corrupt:P": "each train label replaced, with probability P, by a class drawn uniformly from all classes",
-        "random-labels": "corrupt:1, every label drawn uniformly",
-        "shuffled-pixels": "one random permutation of pixel positions for all images, train and test",
-        "random-pixels": "an independent random permutation of pixel positions per image, train and test",
-        "gaussian": "images replaced by Gaussian noise with the raw train set's per-channel mean and variance",
-    }
-    items = [{"name": k, "axis": "input" if k in INPUT_VARIANTS else "label", "description": v} for k, v in text.items()]
-    print_items(items, as_json, ["name", "axis", "description"])
-
-
-@list_app.command("datasets")
-@guarded
-def list_datasets(as_json: JsonOpt = False) -> None:
-    """Datasets audit can load."""
-    from audit.data.sources import DATASETS
-
-    items = [{"name": e.name, "description": e.meta["description"]} for e in DATASETS.entries()]
-    items += [{"name": p.label, "description": p.meta["description"]} for p in DATASETS.patterns()]
-    print_items(items, as_json, ["name", "description"])
+listing_command("variants")
+listing_command("datasets")
 
 
 @list_app.command("experiments")
@@ -810,36 +382,12 @@ def list_datasets(as_json: JsonOpt = False) -> None:
 def list_experiments(as_json: JsonOpt = False) -> None:
     """The shipped experiments, how many runs each has, and its rough cost: an upper bound in which every run
     trains its whole epoch budget (runs stop earlier once fitted)."""
-    from audit.pipeline.cost import estimate
-
-    items = []
-    for name in experiments.names():
-        spec = experiments.load(name)
-        cost = estimate(spec)
-        items.append({"name": name, "runs": cost["runs"], "store": spec.store, "description": spec.description,
-                      "max_pflop": round(cost["max_pflop"], 3), "cpu_hours_at_most": round(cost["cpu_hours"], 2),
-                      "gpu_hours_at_most": round(cost["gpu_hours"], 3)})
-    print_items(items, as_json, ["name", "runs", "max_pflop", "cpu_hours_at_most", "gpu_hours_at_most",
-                                 "description"],
-                note="cost: every run at its full epoch budget, 30 GFLOP/s on 2 CPU cores, 100 TFLOP/s on a GPU")
+    items = catalogue.experiment_items({name: experiments.load(name) for name in experiments.names()})
+    render_items.print_items(items, as_json, catalogue.EXPERIMENT_COLUMNS, note=catalogue.EXPERIMENT_NOTE)
 
 
-def print_items(items: list[dict[str, Any]], as_json: bool, columns: list[str], note: str = "") -> None:
-    if as_json:
-        print(formats.dumps(items))
-        return
-    from rich.table import Table
-
-    table = Table()
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for item in items:
-        table.add_row(*(tables.fmt(item[c]) if not isinstance(item[c], (list, dict)) else
-                        json.dumps(item[c], ensure_ascii=False) for c in columns))
-    console = out_console()
-    console.print(table)
-    if note:
-        console.print(note)
+for _kind in ("kernels", "optimizers", "preprocessings"):
+    listing_command(_kind)
 
 
 def main() -> None:

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import audit
-from audit.errors import UsageError, WorkError
+from audit.errors import WorkError
+from audit.pipeline.plan import run_state
 from audit.spec.experiment import ExperimentSpec
-from audit.spec.names import parse_variant
+from audit.spec.overrides import shard_of
 from audit.spec.run import KERNEL_PREFIX, RunSpec
-from audit.store.directory import DEFAULT_ROOT, Store, create_store
+from audit.store.directory import Store, create_store
 from audit.store.files import DiskFull, read_run
 from audit.store.locks import RunLocked, run_lock
 from audit.store.record import RunRecord
@@ -23,42 +22,6 @@ from audit.theory.kernel_runs import train_kernel_run
 from audit.train.batched import groups_of, train_group
 from audit.train.device import Operational, ddp_world, resolve_device
 from audit.train.loop import EpochCallback, train_run
-
-
-def apply_overrides(experiment: ExperimentSpec, overrides: dict[str, Any]) -> ExperimentSpec:
-    """The experiment with CLI overrides: run-spec fields replace the base and any grid axis over them."""
-    base, grid = dict(experiment.base), dict(experiment.grid)
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if key == "variants":
-            for text in value:
-                parse_variant(text)
-            grid["variants"] = list(value)
-        elif key == "seeds":
-            if value <= 0:
-                raise UsageError(f"--seeds must be positive, got {value}")
-            grid["seeds"] = list(range(value))
-        else:
-            base[key] = value
-            grid.pop(key, None)
-            grid.pop(f"{key}s", None)
-    updated = dataclasses.replace(experiment, base=base, grid=grid)
-    updated.expand()  # validates before any work
-    return updated
-
-
-def store_name(experiment: ExperimentSpec, overrides: dict[str, Any]) -> Path:
-    """./audit-runs/<store>, or a name built from the overridden settings."""
-    given = {k: v for k, v in overrides.items() if v is not None}
-    if not given:
-        return DEFAULT_ROOT / experiment.store
-    parts = []
-    for key, value in sorted(given.items()):
-        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-        parts.append(f"{key.replace('_', '-')}={text}")
-    name = re.sub(r"[^A-Za-z0-9=.,:+-]+", "_", f"{experiment.store}_{'_'.join(parts)}")
-    return DEFAULT_ROOT / name[:200]
 
 
 @dataclass
@@ -69,28 +32,6 @@ class GridOutcome:
 
 
 RunCallback = Callable[[int, int, RunSpec, str], None]
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """'I/N' → (I, N) with 1 ≤ I ≤ N."""
-    if text is None:
-        return None
-    index, _, count = text.partition("/")
-    try:
-        i, n = int(index), int(count)
-    except ValueError:
-        i, n = 0, 0
-    if not 1 <= i <= n:
-        raise UsageError(f"--shard must be I/N with 1 ≤ I ≤ N (e.g. 2/3), got '{text}'")
-    return i, n
-
-
-def shard_of(specs: list[RunSpec], shard: tuple[int, int] | None) -> list[RunSpec]:
-    """A deterministic 1/N of the grid: every N-th run of the expanded order, starting at the I-th."""
-    if shard is None:
-        return specs
-    index, count = shard
-    return [spec for position, spec in enumerate(specs) if position % count == index - 1]
 
 
 def prepare_store(experiment: ExperimentSpec, root: Path) -> Store:
@@ -114,7 +55,10 @@ def pending_groups(store: Store, specs: list[RunSpec], ops: Operational) -> tupl
     records, pending = [], []
     for spec in specs:
         path = store.run_path(spec.run_id)
-        if _status_of(path) in ("complete", "diverged"):
+        state = run_state(path)
+        if state == "corrupt":
+            set_aside(path)
+        if state in ("complete", "diverged"):
             records.append(read_run(path, weights=False))
         else:
             pending.append(spec)
@@ -176,16 +120,9 @@ def run_grid(experiment: ExperimentSpec, root: Path, ops: Operational = Operatio
     return outcome
 
 
-def _status_of(path: Path) -> str:
-    """'new', 'running', 'complete', 'diverged' or 'corrupt' (retrained from scratch)."""
-    if not path.exists():
-        return "new"
-    try:
-        record = read_run(path, weights=True)
-    except WorkError:
-        path.rename(path.with_name(path.name + ".corrupt"))
-        return "corrupt"
-    return record.status
+def set_aside(path: Path) -> None:
+    """Move a corrupt run file out of the way (to NAME.h5.corrupt), so that the run is retrained from scratch."""
+    path.rename(path.with_name(path.name + ".corrupt"))
 
 
 def open_for_report(store: Store) -> tuple[list[RunRecord], list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -10,8 +11,10 @@ import torch
 import audit
 from audit.data.fitted import build_run_data
 from audit.errors import UsageError, WorkError
+from audit.pipeline.names import check_run
+from audit.spec.names import parse_variant
 from audit.spec.run import RunSpec
-from audit.store.directory import Store
+from audit.store.directory import Store, create_store
 from audit.store.files import read_run, write_run
 from audit.store.locks import RunLocked, run_lock
 from audit.store.record import RunRecord
@@ -68,3 +71,20 @@ def import_run(store: Store, spec: RunSpec, init_path: Path, final_path: Path) -
         raise WorkError(f"run {spec.run_id} not imported into {store.root}: {err}") from None
     store.add_to_experiment("imported", spec.run_id)
     return read_run(path)
+
+
+def import_model(store: Path, model: str, init: Path, final: Path, *, dataset: str = "digits",
+                 variant: str = "true", seed: int = 0, train_size: int | None = None,
+                 preprocess: str = "standard") -> dict[str, Any]:
+    """`audit import`: the run of a model trained elsewhere added to the store (created if missing), its data
+    rebuilt from the dataset, variant and seed; a summary (store, run_id, train_acc, test_acc, fitted)."""
+    name, p = parse_variant(variant)
+    spec = check_run(RunSpec(dataset=dataset, model=model, variant=name, corrupt=p, seed=seed,
+                             train_size=train_size, preprocess=preprocess))
+    for path in (init, final):
+        if not path.is_file():
+            raise UsageError(f"state_dict file {path} does not exist")
+    target = create_store(store)
+    record = import_run(target, spec, init, final)
+    return {"store": str(target.root), "run_id": record.run_id, "train_acc": record.attrs["train_acc"],
+            "test_acc": record.attrs["test_acc"], "fitted": record.fitted}

@@ -1,0 +1,62 @@
+"""Reading a store for reports, figures and `audit show`: cached measures only, nothing computed or written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import measures
+from audit.errors import UsageError
+from audit.pipeline.grid import open_for_report
+from audit.pipeline.score import Scored
+from audit.store.directory import Store, open_store
+from audit.store.files import read_run
+from audit.store.record import RunRecord
+
+
+def cached_names(records: list[RunRecord], at: str | None = None) -> list[str]:
+    """The registered measures cached in any of the records (at the keep point `at`), in registry order."""
+    suffix = "" if at is None else f"@{at}"
+    stored = {key[: len(key) - len(suffix)] for r in records for key in r.measures if key.endswith(suffix)}
+    return [n for n in measures.names() if n in stored]
+
+
+def load_report(store: Path | None, measure: list[str], at: str | None = None) -> Scored:
+    """Every readable run of the store (the latest under ./audit-runs when None) with the measures named, or
+    every cached one; one error line per unreadable run file."""
+    target = open_store(store)
+    for name in measure:
+        measures.get(name)
+    records, errors = open_for_report(target)
+    names = list(dict.fromkeys(measure)) or cached_names(records, at)
+    return Scored(target.root, records, names, measures.judged(names), errors, at)
+
+
+def classes_of(records: list[RunRecord]) -> int:
+    """The most classes of any run's dataset (10 for an empty store): the chance level of the figures."""
+    return max((int(r.data.get("num_classes", 100 if r.spec.dataset == "cifar100" else 10)) for r in records),
+               default=10)  # files written before num_classes was recorded: the registered datasets' count
+
+
+def find_run(store: Store, prefix: str) -> Path:
+    """The one run file of the store whose id starts with prefix; else a UsageError saying how many matched."""
+    matches = [p for p in store.run_paths() if p.stem.startswith(prefix)]
+    if len(matches) != 1:
+        what = "no run" if not matches else f"{len(matches)} runs"
+        raise UsageError(f"{what} in {store.root} matching '{prefix}'; see `audit report {store.root}`")
+    return matches[0]
+
+
+def run_document(path: Path) -> dict[str, Any]:
+    """One run file as a plain document: spec, status, attributes, data record, history and cached measures."""
+    record = read_run(path, weights=False)
+    return {"run_id": record.run_id, "path": str(path), "spec": record.spec.to_dict(),
+            "status": record.status, "fitted": record.fitted, "attrs": record.attrs,
+            "data": {k: v for k, v in record.data.items() if not hasattr(v, "shape")},
+            "history": {k: v.tolist() for k, v in record.history.items()},
+            "measures": {k: {kk: vv for kk, vv in v.items() if kk != "detail"} for k, v in record.measures.items()}}
+
+
+def show_run(store: Path | None, prefix: str) -> dict[str, Any]:
+    """`audit show`: the document of the run whose id starts with prefix, in the store (or the latest one)."""
+    return run_document(find_run(open_store(store), prefix))

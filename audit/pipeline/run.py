@@ -1,0 +1,144 @@
+"""`audit run`: an experiment with the command line's overrides, checked, trained into its store (in this
+process, on Ray, or data-parallel under torchrun) and scored."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import measures
+from audit.data.fitted import build_run_data
+from audit.data.sources import load_base
+from audit.errors import UsageError
+from audit.pipeline.grid import GridOutcome, run_grid
+from audit.pipeline.names import check_experiment
+from audit.pipeline.score import Scored, Silent, Tracker, measure_names, score_store
+from audit.spec.experiment import ExperimentSpec
+from audit.spec.overrides import (
+    apply_overrides,
+    parse_checkpoint,
+    parse_keep_option,
+    parse_shard,
+    shard_of,
+    store_name,
+)
+from audit.spec.run import KERNEL_PREFIX
+from audit.store.directory import DEFAULT_ROOT, create_store
+from audit.train.ddp import init_ddp
+from audit.train.device import Operational, ddp_world, resolve_device
+
+BACKENDS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How `audit run` trains and scores, as given on the command line (none of it changes a run id)."""
+
+    measure: tuple[str, ...] = ()
+    all_measures: bool = False
+    device: str = "auto"
+    checkpoint_every: str | None = None
+    keep: str | None = None
+    batch: bool = True
+    precision: str = "auto"
+    compile: bool = False
+    data_dir: Path | None = None
+    download: bool = False
+    shard: str | None = None
+    backend: str = "local"
+    address: str | None = None
+    cpus_per_run: float = 1
+    gpus_per_run: float = 0
+    ddp: bool = False
+    out: Path | None = None
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """An experiment checked and ready to train: its runs, store, operational settings, measures, shard."""
+
+    experiment: ExperimentSpec
+    root: Path
+    ops: Operational
+    names: list[str]
+    shard: tuple[int, int] | None
+    options: RunOptions
+
+
+def prepare_run(experiment: ExperimentSpec, overrides: dict[str, Any], options: RunOptions) -> PreparedRun:
+    """The experiment with its overrides, every name and option checked before any work: a UsageError else."""
+    spec = check_experiment(apply_overrides(experiment, overrides))
+    names = measure_names(list(options.measure), options.all_measures)
+    if not options.measure and not options.all_measures and all(r.model.startswith(KERNEL_PREFIX)
+                                                                 for r in spec.expand()):
+        names = ["rkhs-norm"]  # a kernel experiment: its measure is stored when each run is fitted
+    every, seconds = parse_checkpoint(options.checkpoint_every)
+    resolve_device(options.device)
+    keep = parse_keep_option(options.keep)
+    if keep is not None:
+        spec = dataclasses.replace(spec, keep=keep)
+    shard = parse_shard(options.shard)
+    if options.backend not in BACKENDS:
+        raise UsageError(f"unknown backend '{options.backend}': use local or ray")
+    if options.ddp and options.backend != "local":
+        raise UsageError("--ddp trains one run over the processes of a torchrun launch: use it with --backend local")
+    ops = Operational(device=options.device, checkpoint_every=every, checkpoint_seconds=seconds,
+                      data_dir=options.data_dir, download=options.download, keep=spec.keep,
+                      batch=options.batch and not options.ddp, precision=options.precision,
+                      compile=options.compile, ddp=options.ddp)
+    root = options.out or DEFAULT_ROOT / store_name(spec, overrides)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"store path {root} is a file; choose a directory with --out")
+    return PreparedRun(spec, root, ops, names, shard, options)
+
+
+def check_data(run: PreparedRun) -> None:
+    """Every dataset of the experiment is there (or downloaded) and large enough, before any store is made;
+    with the Ray backend, Ray is installed."""
+    specs = run.experiment.expand()
+    for dataset, size in sorted({(r.dataset, r.train_size or 0) for r in specs}):
+        available = len(load_base(dataset, run.ops.data_dir, run.ops.download).y_train)  # missing data fails here
+        if size > available:
+            raise UsageError(f"train size {size} is larger than the {available} training images of {dataset}")
+    build_run_data(specs[0], run.ops.data_dir, run.ops.download)
+    if run.options.backend == "ray":
+        try:
+            import ray  # noqa: F401  (ray: an optional dependency)
+        except ImportError:
+            raise UsageError("the Ray backend needs Ray: pip install -e '.[ray]'") from None
+
+
+def train(run: PreparedRun, tracker: Tracker) -> GridOutcome:
+    """Train every run of the experiment (or of its shard) into the store, skipping complete ones."""
+    if run.options.backend == "ray":
+        from audit.pipeline.ray import run_with_ray  # ray: an optional dependency
+
+        return run_with_ray(run.experiment, run.root, run.ops, run.options.address, run.options.cpus_per_run,
+                            run.options.gpus_per_run, run.shard, tracker.on_run)
+    return run_grid(run.experiment, run.root, run.ops, on_run=tracker.on_run, on_epoch=tracker.on_epoch,
+                    shard=run.shard)
+
+
+def run_experiment(run: PreparedRun, tracker: Tracker | None = None) -> Scored | None:
+    """Train the prepared experiment and score its runs (those of its shard; the others are reported as they
+    are). None on a data-parallel rank other than 0: rank 0 scores and reports."""
+    check_data(run)
+    leave = None
+    if run.ops.ddp:
+        leave = init_ddp(run.options.device)
+    tracker = tracker or Silent()
+    try:
+        with tracker:
+            outcome = train(run, tracker)
+            if run.ops.ddp and ddp_world()[0] != 0:
+                return None
+            store = create_store(run.root)
+            only = {s.run_id for s in shard_of(run.experiment.expand(), run.shard)} if run.shard else None
+            scored = score_store(store, run.names, run.ops, {}, on_run=tracker.on_score, only=only)
+    finally:
+        if leave is not None:
+            leave()
+    return Scored(store.root, scored.records, run.names, measures.judged(run.names), outcome.errors + scored.errors,
+                  notices=outcome.skipped)  # skipped: another process trains them, not a failure

@@ -1,0 +1,109 @@
+"""Item tables: `audit list`, the plan of `audit run --plan`, the paper comparison, `audit import`,
+`audit expressivity` and `audit kernel`; each as a rich table on stdout, or one JSON document."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from audit.render import formats, tables
+from audit.render.console import out_console
+
+PLAN_COLUMNS = ["run_id", "variant", "seed", "model", "dataset", "state"]
+KERNEL_KEYS = ["dataset", "train_size", "variant", "model", "bandwidth", "jitter", "train_error", "train_residual",
+               "test_error", "rkhs_norm", "seconds", "solve_seconds", "memory_gib"]
+
+
+def print_items(items: list[dict[str, Any]], as_json: bool, columns: Sequence[str], note: str = "") -> None:
+    """The items as one JSON list, or as a table of the columns (lists and dicts as JSON) with a note under it."""
+    if as_json:
+        print(formats.dumps(items))
+        return
+    table = Table()
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for item in items:
+        table.add_row(*(tables.fmt(item[c]) if not isinstance(item[c], (list, dict)) else
+                        json.dumps(item[c], ensure_ascii=False) for c in columns))
+    console = out_console()
+    console.print(table)
+    if note:
+        console.print(note)
+
+
+def quantities(pairs: list[tuple[str, Any]], note: str = "") -> None:
+    """A two-column table of (quantity, value) pairs."""
+    print_items([{"quantity": k, "value": v} for k, v in pairs], False, ["quantity", "value"], note=note)
+
+
+def print_plan(items: list[dict[str, Any]], root: Path, as_json: bool) -> None:
+    """The runs of `audit run --plan` (audit.pipeline.plan.plan_items) and how many are left to train."""
+    if as_json:
+        print(formats.dumps({"store": str(root), "runs": items}))
+        return
+    print_items(items, False, PLAN_COLUMNS,
+                note=f"store {root}: {sum(i['state'] != 'complete' for i in items)} of {len(items)} runs to train")
+
+
+def print_paper(paper: str, lines: list[dict[str, Any]], as_json: bool) -> None:
+    """Our numbers beside the paper's (audit.judge.paper.compare), row by row."""
+    if as_json:
+        print(formats.dumps({"paper": paper, "rows": lines}))
+        return
+    table = Table(title=f"ours beside Zhang et al. 2017, {paper}", title_justify="left")
+    for column in lines[0]:
+        table.add_column(column, justify="left" if column in ("model", "variant", "quantity") else "right")
+    for line in lines:
+        table.add_row(*(tables.fmt(v, 2) for v in line.values()))
+    console = out_console()
+    console.print(table)
+    console.print("— : no matching complete run in this store. Figure 1 values are read off the figure (≈).")
+
+
+def print_import(summary: dict[str, Any], as_json: bool) -> None:
+    """The run `audit import` added: its id, store, accuracies and whether it fitted."""
+    if as_json:
+        print(formats.dumps(summary))
+        return
+    out_console().print(f"imported run {summary['run_id']} into {summary['store']}: train acc "
+                        f"{summary['train_acc']:.4f}, test acc {summary['test_acc']:.4f}, "
+                        f"fitted {tables.fmt(summary['fitted'])}")
+
+
+def print_expressivity(document: dict[str, Any], as_json: bool) -> None:
+    """Theorem 1's check (audit.theory.expressivity): the construction, its growth in n, the deep network."""
+    if as_json:
+        print(formats.dumps(document))
+        return
+    out_console().print(f"{document['points']:,} points in {document['d']} dimensions ({document['inputs']}), "
+                        f"targets: {document['variant'] or 'real values'}; {document['merged_duplicates']} "
+                        "duplicates merged")
+    rows = [("weights (2n + d)", f"{document['weights']:,}"),
+            ("max |c(x_i) − y_i|", tables.fmt(document["max_error"], 3)),
+            ("condition number of A", f"{tables.fmt(document['condition_number'], 3)} ({document['condition_norm']})"),
+            ("smallest projection gap / spread", tables.fmt(document["relative_gap"], 3)),
+            ("directions tried", str(document["directions_tried"])),
+            ("‖a‖, ‖b‖, ‖w‖", ", ".join(tables.fmt(document[k], 4) for k in ("norm_a", "norm_b", "norm_w")))]
+    if "accuracy" in document:
+        rows.append(("train accuracy (nearest label)", tables.fmt(document["accuracy"], 4)))
+    quantities(rows)
+    print_items(document["growth"], False, ["n", "max_error", "condition_number", "relative_gap"],
+                note="error and conditioning against n (the first n points, directions from the same seed)")
+    if "deep" in document:
+        deep = document["deep"]
+        quantities([(k.replace("_", " "), tables.fmt(v, 3) if isinstance(v, float) else f"{v:,}")
+                    for k, v in deep.items()], note=f"the corollary's depth-{deep['depth']} network, built from the "
+                                                    "two-layer one")
+
+
+def print_kernel(document: dict[str, Any], run_id: str, as_json: bool) -> None:
+    """A kernel fit (audit.theory.kernel_runs): errors, RKHS norm, time and memory; the store it went into."""
+    if as_json:
+        print(formats.dumps(document))
+        return
+    stored = f" written to {document['store']}" if "store" in document else ""
+    quantities([(k, document[k]) for k in KERNEL_KEYS], note=f"run {run_id}{stored}")
