@@ -1,7 +1,7 @@
 """The one registry mechanism: named things (measures, models, datasets, variants, preprocessings, kernels,
 optimizers, paper tables) registered by decorator or call, looked up with suggestions, listed with metadata.
 
-A name grammar (mlp-DxW, module:function, folder:PATH, corrupt:P, imagenet[:SIZE]) is a pattern: a label for
+A name grammar (mlp-DxW, module:function, folder:PATH, imagenet[:SIZE]) is a pattern: a label for
 listings and suggestions, and a function that resolves a matching name or returns None.
 """
 

@@ -1,10 +1,24 @@
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 torch.set_num_threads(int(os.environ.get("AUDIT_TEST_THREADS", "2")))
+
+
+@pytest.fixture
+def seed() -> Iterator[int]:
+    """Seeds torch's and numpy's global generators with 0 for one test, and restores them after: a test that
+    draws from the global streams takes this fixture instead of seeding by hand."""
+    numpy_state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        np.random.seed(0)
+        yield 0
+    np.random.set_state(numpy_state)
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,7 @@ from cli import app
 runner = CliRunner()
 
 
-def test_compute_works_on_any_torch_model_with_batchnorm():
-    torch.manual_seed(0)
+def test_compute_works_on_any_torch_model_with_batchnorm(seed):
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2),
                           nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
     model.train()
@@ -55,7 +54,7 @@ def test_cached_values_are_recomputed_when_settings_or_version_change(small_stor
         assert f["measures/margin"].attrs["seconds"] != seconds
 
 
-def test_import_adds_a_users_model_as_a_run(tmp_path, monkeypatch):
+def test_import_adds_a_users_model_as_a_run(tmp_path, monkeypatch, seed):
     monkeypatch.chdir(tmp_path)
     Path("mynet.py").write_text(textwrap.dedent("""
         from torch import nn
@@ -66,7 +65,6 @@ def test_import_adds_a_users_model_as_a_run(tmp_path, monkeypatch):
     import sys
     sys.path.insert(0, str(tmp_path))
     build = importlib.import_module("mynet").build
-    torch.manual_seed(0)
     init = build(10)
     torch.save(init.state_dict(), "init.pt")
     from audit.data.fitted import build_run_data

@@ -166,8 +166,7 @@ def test_grad_noise_equals_an_explicit_loop_over_the_same_batches():
     assert got == pytest.approx(math.log(np.mean(deviations)), rel=1e-5)
 
 
-def test_batchnorm_folding_leaves_outputs_unchanged():
-    torch.manual_seed(0)
+def test_batchnorm_folding_leaves_outputs_unchanged(seed):
     model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
                           nn.Conv2d(4, 3, 3), nn.BatchNorm2d(3, affine=False), nn.ReLU(), nn.Flatten(),
                           nn.Linear(3 * 4 * 4, 5), nn.BatchNorm1d(5))

@@ -91,8 +91,7 @@ def test_correctly_classified_points_have_positive_margins():
     assert result.value is None and "≤ 0" in result.reason
 
 
-def test_path_l2_equals_explicit_enumeration_of_paths():
-    torch.manual_seed(0)
+def test_path_l2_equals_explicit_enumeration_of_paths(seed):
     model = nn.Sequential(nn.Flatten(), nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))
     w = [m.weight.detach().double().numpy() for m in model if isinstance(m, nn.Linear)]
     total = 0.0

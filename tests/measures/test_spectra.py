@@ -27,8 +27,7 @@ def net(*sizes, seed=0):
     return nn.Sequential(*layers[:-1])
 
 
-def test_norms_match_numpy_svd():
-    torch.manual_seed(0)
+def test_norms_match_numpy_svd(seed):
     model = nn.Sequential(nn.Conv2d(3, 12, 3), nn.ReLU(), nn.Flatten(), nn.Linear(12 * 4 * 4, 30), nn.ReLU(),
                           nn.Linear(30, 10)).eval()
     matrices = [m.weight.detach().double().numpy().reshape(m.weight.shape[0], -1)

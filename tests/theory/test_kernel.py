@@ -179,8 +179,7 @@ def explicit_jacobian(model, x):
     return np.array(rows)
 
 
-def test_ntk_label_complexity_equals_numpy_from_an_explicit_jacobian():
-    torch.manual_seed(0)
+def test_ntk_label_complexity_equals_numpy_from_an_explicit_jacobian(seed):
     model = nn.Sequential(nn.Linear(6, 24), nn.ReLU(), nn.Linear(24, 3)).double()
     x = torch.randn(30, 6, dtype=torch.float64)
     y = torch.randint(0, 3, (30,))
@@ -196,8 +195,7 @@ def test_ntk_label_complexity_equals_numpy_from_an_explicit_jacobian():
     assert value.detail["points"] == 20
 
 
-def test_ntk_label_complexity_is_undefined_on_a_singular_kernel():
-    torch.manual_seed(0)
+def test_ntk_label_complexity_is_undefined_on_a_singular_kernel(seed):
     model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))
     x = torch.randn(40, 2)
     ctx = measures.Context(model=prepare(model, torch.device("cpu")), x=x, y=torch.randint(0, 2, (40,)))

@@ -106,7 +106,7 @@ def test_a_batched_checkpoints_optimizer_state_is_the_one_torch_sgd_writes():
     assert fresh.param_groups[0]["momentum"] == 0.8
 
 
-def test_stacked_mlp_step_is_torch_sgd_on_autograd_gradients():
+def test_stacked_mlp_step_is_torch_sgd_on_autograd_gradients(seed):
     """Three runs with their own hyperparameters: one fused step equals, run by run, torch.optim.SGD on the
     gradients that autograd computes for the nn.Module."""
     import torch
@@ -114,7 +114,6 @@ def test_stacked_mlp_step_is_torch_sgd_on_autograd_gradients():
     from audit.train import stacked_mlp
     from audit.models.zoo import mlp
 
-    torch.manual_seed(0)
     hyper = [(0.1, 0.9, 0.0), (0.05, 0.0, 1e-2), (0.2, 0.5, 1e-3)]  # lr, momentum, weight decay
     models = [mlp((2, 3, 3), 4, depth=2, width=7) for _ in hyper]
     x, y = torch.randn(3, 5, 2, 3, 3), torch.randint(0, 4, (3, 5))
