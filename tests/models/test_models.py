@@ -10,7 +10,7 @@ from torch import nn
 import measures
 from audit.errors import UsageError
 from audit.models.zoo import MaxPool2dSame, Shift
-from audit.models.registry import build_model, count_params
+from audit.models.registry import MODELS, build_model, count_params
 from measures.layers import prepare
 
 CONV_MODELS = ("alexnet-small", "inception-small", "inception-small-nobn")
@@ -179,3 +179,11 @@ def test_measures_on_the_conv_models(name, batch):
     ctx = measures.Context(model=prepare(model, torch.device("cpu")), x=x, y=y, raw_model=model)
     result = measures.evaluate(ctx, "path-l2")
     assert result.value is None and ("MaxPool" in result.reason or "LocalResponseNorm" in result.reason)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_registered_model_builds_and_maps_images_to_logits(name):
+    shape = (3, 75, 75) if name == "inception-v3" else (3, 32, 32)
+    model = build_model(name, shape, 7, seed=0).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, *shape)).shape == (2, 7)
