@@ -14,6 +14,7 @@ from audit.data.sources import load_base
 from audit.errors import UsageError
 from audit.pipeline.grid import GridOutcome, run_grid
 from audit.pipeline.names import check_experiment
+from audit.pipeline.ray import run_with_ray
 from audit.pipeline.score import Scored, Silent, Tracker, measure_names, score_store
 from audit.spec.experiment import ExperimentSpec
 from audit.spec.overrides import (
@@ -105,7 +106,7 @@ def check_data(run: PreparedRun) -> None:
     build_run_data(specs[0], run.ops.data_dir, run.ops.download)
     if run.options.backend == "ray":
         try:
-            import ray  # noqa: F401  (ray: an optional dependency)
+            import ray  # noqa: F401  (an optional dependency: pip install -e '.[ray]')
         except ImportError:
             raise UsageError("the Ray backend needs Ray: pip install -e '.[ray]'") from None
 
@@ -113,8 +114,6 @@ def check_data(run: PreparedRun) -> None:
 def train(run: PreparedRun, tracker: Tracker) -> GridOutcome:
     """Train every run of the experiment (or of its shard) into the store, skipping complete ones."""
     if run.options.backend == "ray":
-        from audit.pipeline.ray import run_with_ray  # ray: an optional dependency
-
         return run_with_ray(run.experiment, run.root, run.ops, run.options.address, run.options.cpus_per_run,
                             run.options.gpus_per_run, run.shard, tracker.on_run)
     return run_grid(run.experiment, run.root, run.ops, on_run=tracker.on_run, on_epoch=tracker.on_epoch,
