@@ -14,7 +14,6 @@ from typing import Any
 
 from audit.errors import UsageError, unknown_name
 
-
 MISSING = object()
 
 

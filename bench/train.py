@@ -36,13 +36,13 @@ from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import experiments  # noqa: E402
-from audit.train.batched import train_group
 from audit.data.fitted import build_run_data
 from audit.models.flops import matmul_rate, training_flops
 from audit.spec.run import RunSpec
+from audit.train.batched import train_group
 from audit.train.device import Operational
-from audit.train.state import make_model, make_optimizer
 from audit.train.loop import train_run
+from audit.train.state import make_model, make_optimizer
 
 NO_CHECKPOINTS = Operational(device="cpu", checkpoint_seconds=1e9)  # one write per run, at its end
 

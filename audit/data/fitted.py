@@ -45,7 +45,7 @@ def stratified_subset(labels: torch.Tensor, size: int | None, seed: int) -> np.n
         return np.arange(n)
     if size > n:
         raise UsageError(f"train size {size} is larger than the {n} training images of the dataset")
-    from sklearn.model_selection import train_test_split  # slow to import (scikit-learn); only for splits we make
+    from sklearn.model_selection import train_test_split  # slow to import (scikit-learn)
 
     classes = int(labels.max()) + 1
     if size < classes:

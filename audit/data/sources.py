@@ -98,7 +98,7 @@ def _load_idx_dataset(name: str, data_dir: Path, download: bool) -> BaseData:
 
 def _load_digits() -> BaseData:
     from sklearn.datasets import load_digits  # slow to import (scikit-learn); only for digits
-    from sklearn.model_selection import train_test_split  # slow to import (scikit-learn); only for splits we make
+    from sklearn.model_selection import train_test_split  # slow to import (scikit-learn)
 
     digits = load_digits()
     images = digits.images.astype(np.float32) / 16.0
@@ -133,7 +133,7 @@ def _torchvision_files(name: str, data_dir: Path) -> list[tuple[Path, str]]:
 
 def _torchvision_problem(name: str, data_dir: Path) -> UsageError:
     """The one-line error for files torchvision refused: the first missing file, else the first failing its MD5."""
-    from torchvision.datasets.utils import check_integrity  # slow to import; only for the torchvision datasets
+    from torchvision.datasets.utils import check_integrity  # slow to import (torchvision)
 
     files = _torchvision_files(name, data_dir)
     where = files[0][0].parent
@@ -256,7 +256,7 @@ def _load_folder(name: str) -> BaseData:
             raise UsageError(f"dataset {name}: {root} has no subfolders; put each class's images in its own "
                              "subfolder")
         x, y = _read_images(_image_files(root, classes, every_class=True))
-        from sklearn.model_selection import train_test_split  # slow to import (scikit-learn); only for splits we make
+        from sklearn.model_selection import train_test_split  # slow to import (scikit-learn)
 
         try:
             train_index, test_index = train_test_split(np.arange(len(y)), test_size=FOLDER_TEST_FRACTION,

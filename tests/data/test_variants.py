@@ -1,8 +1,14 @@
 import torch
 
 from audit.data.fitted import build_run_data
+from audit.data.variants import (
+    corrupt_labels,
+    gaussian_images,
+    permute_pixels,
+    pixel_permutation,
+    random_pixels,
+)
 from audit.spec.run import RunSpec
-from audit.data.variants import corrupt_labels, gaussian_images, permute_pixels, pixel_permutation, random_pixels
 
 
 def test_corrupt_changes_about_p_times_one_minus_one_over_c_of_labels():

@@ -9,8 +9,8 @@ from torch import nn
 
 import measures
 from audit.errors import UsageError
-from audit.models.zoo import MaxPool2dSame, Shift
 from audit.models.registry import MODELS, build_model, count_params
+from audit.models.zoo import MaxPool2dSame, Shift
 from measures.layers import prepare
 
 CONV_MODELS = ("alexnet-small", "inception-small", "inception-small-nobn")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from audit.store.record import SCHEMA
 from audit.store.files import read_run
+from audit.store.record import SCHEMA
 from cli import app
 
 ROOT = Path(__file__).parents[2]

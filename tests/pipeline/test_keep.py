@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from audit.spec.run import RunSpec
-from audit.spec.experiment import experiment_from_dict
 from audit.errors import UsageError
+from audit.spec.experiment import experiment_from_dict
+from audit.spec.run import RunSpec
 from audit.store.files import read_run
 from audit.train.device import Operational
 from audit.train.loop import train_run

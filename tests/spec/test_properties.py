@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from audit.spec.run import RunSpec
 from audit.data.variants import corrupt_labels, gaussian_images, pixel_permutation, random_pixels
+from audit.spec.run import RunSpec
 from cli import app
 
 

@@ -2,9 +2,9 @@ import pytest
 
 import experiments
 from audit.errors import UsageError
-from audit.spec.run import RunSpec, derive_seed
 from audit.spec.experiment import experiment_from_dict
 from audit.spec.names import parse_variant
+from audit.spec.run import RunSpec, derive_seed
 
 
 def test_run_id_is_a_stable_hash_of_the_settings():

@@ -6,10 +6,10 @@ import pytest
 
 from audit.errors import UsageError, WorkError
 from audit.spec.run import RunSpec
-from audit.store.locks import RunLocked, run_lock
-from audit.store.record import RunRecord
 from audit.store.directory import create_store, open_store
 from audit.store.files import read_run, write_run
+from audit.store.locks import RunLocked, run_lock
+from audit.store.record import RunRecord
 
 
 def test_a_store_reads_with_plain_h5py(small_store):

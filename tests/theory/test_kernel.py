@@ -6,8 +6,6 @@ import math
 
 import h5py
 import numpy as np
-
-from audit import resources
 import pytest
 import scipy.linalg
 import torch
@@ -16,10 +14,11 @@ from torch import nn
 from typer.testing import CliRunner
 
 import measures
+from audit import resources
 from audit.data.fitted import build_run_data
 from audit.errors import UsageError
-from audit.theory.kernel_runs import KernelSpec, kernel_spec, parse_kernel_model
 from audit.theory.kernel import fit, kernel_block, median_bandwidth, predict, random_features
+from audit.theory.kernel_runs import KernelSpec, kernel_spec, parse_kernel_model
 from cli import app
 from measures.layers import prepare
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from audit.train.batched import batchable, groups_of, train_group
 from audit.spec.run import RunSpec
 from audit.store.files import read_run
+from audit.train.batched import batchable, groups_of, train_group
 from audit.train.device import Operational
 from audit.train.loop import train_run
 
@@ -111,8 +111,8 @@ def test_stacked_mlp_step_is_torch_sgd_on_autograd_gradients(seed):
     gradients that autograd computes for the nn.Module."""
     import torch
 
-    from audit.train import stacked_mlp
     from audit.models.zoo import mlp
+    from audit.train import stacked_mlp
 
     hyper = [(0.1, 0.9, 0.0), (0.05, 0.0, 1e-2), (0.2, 0.5, 1e-3)]  # lr, momentum, weight decay
     models = [mlp((2, 3, 3), 4, depth=2, width=7) for _ in hyper]
@@ -143,9 +143,9 @@ def test_stacked_mlp_forward_and_which_models_qualify():
     import torch
     from torch import nn
 
-    from audit.train import stacked_mlp
     from audit.models.registry import build_model
     from audit.models.zoo import mlp
+    from audit.train import stacked_mlp
 
     torch.manual_seed(1)
     models = [mlp((1, 4, 4), 3, depth=1, width=6) for _ in range(2)]
