@@ -15,7 +15,7 @@ from audit.data.preprocess import preprocess
 from audit.data.sources import load_base
 from audit.data.variants import apply_variant
 from audit.errors import UsageError
-from audit.spec.run import RunSpec
+from audit.spec.run import LABEL_VARIANTS, RunSpec
 
 
 @dataclass
@@ -67,7 +67,7 @@ def build_run_data(spec: RunSpec, data_dir: Path | None = None, download: bool =
     base = load_base(spec.dataset, data_dir, download)
     train_index = stratified_subset(base.y_train, spec.train_size, spec.split_seed)
     lazy = isinstance(base.x_train, LazyImages)
-    if lazy and spec.variant not in ("true", "corrupt", "random-labels"):
+    if lazy and spec.variant not in LABEL_VARIANTS:
         raise UsageError(f"variant '{spec.variant}' changes pixels, but {spec.dataset} is read lazily from its "
                          "files: use true, corrupt:P or random-labels")
     clean_x = base.x_train.subset(train_index) if lazy else base.x_train[train_index]
