@@ -101,10 +101,6 @@ def parse_kernel_model(name: str) -> KernelSpec:
     return spec
 
 
-def is_kernel_run(spec: RunSpec) -> bool:
-    return spec.model.startswith(KERNEL_PREFIX)
-
-
 def check_options(kernel: str, features: str, bandwidth: float | None, ridge: float, degree: int) -> None:
     KERNELS.get(kernel)
     if features not in FEATURES:
@@ -206,16 +202,6 @@ def kernel_spec(dataset: str = "fashion-mnist", train_size: int | None = 4000, v
     machine = KernelSpec(kernel, features, bandwidth, ridge, degree)
     return RunSpec(dataset=dataset, train_size=train_size, variant=name, corrupt=corrupt, seed=seed,
                    preprocess=preprocess, model=machine.name)
-
-
-def kernel_interpolation(dataset: str = "fashion-mnist", train_size: int | None = 4000, variant: str = "true",
-                         kernel: str = "gaussian", bandwidth: float | None = None, ridge: float = 0.0,
-                         features: str = "raw", degree: int = 2, seed: int = 0, data_dir: Path | None = None,
-                         preprocess: str = "none", device: str = "cpu") -> dict[str, Any]:
-    """Fit a kernel interpolant to one-hot train labels of an audit variant and report (a JSON-ready dict).
-    Inputs: raw pixels in [0, 1] by default (preprocess "none", as the paper), or random conv features."""
-    spec = kernel_spec(dataset, train_size, variant, kernel, bandwidth, ridge, features, degree, seed, preprocess)
-    return fit_run(spec, data_dir, device).summary
 
 
 def kernel_record(spec: RunSpec, outcome: KernelOutcome) -> Any:
