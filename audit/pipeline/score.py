@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from audit.spec.overrides import check_point, split_setting
 from audit.spec.run import KERNEL_PREFIX, RunSpec
 from audit.store.directory import Store, open_store
 from audit.store.files import DiskFull, read_run, write_run
-from audit.store.locks import RunLocked, run_lock
+from audit.store.locks import RunLocked, run_lock_waiting
 from audit.store.record import RunRecord, cache_key
 from audit.train.device import Operational, resolve_device
 from audit.train.loop import fit_labels
@@ -118,15 +117,8 @@ LOCK_WAIT_SECONDS = 300.0  # scoring a run is short: wait this long for another 
 
 def _score_run(path: Path, todo: list[str], settings: dict[str, dict[str, Any]], ops: Operational,
                at: str | None, recompute: bool = False) -> RunRecord:
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
-    while True:
-        try:
-            with run_lock(path):
-                return _score_locked(path, todo, settings, ops, at, recompute)
-        except RunLocked:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    with run_lock_waiting(path, LOCK_WAIT_SECONDS, poll_seconds=0.5):
+        return _score_locked(path, todo, settings, ops, at, recompute)
 
 
 def _score_locked(path: Path, todo: list[str], settings: dict[str, dict[str, Any]], ops: Operational,

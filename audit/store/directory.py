@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 from audit.errors import UsageError, WorkError
 from audit.store.files import atomic_replace
-from audit.store.locks import RunLocked, run_lock
+from audit.store.locks import RunLocked, run_lock_waiting
 
 DEFAULT_ROOT = Path("audit-runs")
 LOCK_WAIT_SECONDS = 60.0  # how long an update of experiment.json waits for another writer
@@ -60,19 +59,15 @@ class Store:
     def update_experiment(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
         """Read experiment.json, apply change to it and replace it atomically, all under the store's lock, so
         that concurrent writers merge their entries; a corrupt file stops this with a WorkError, unchanged."""
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS
-        while True:
-            try:
-                with run_lock(self.experiment_path):
-                    document = change(self.read_experiment())
-                    atomic_replace(self.experiment_path,
-                                   lambda tmp: tmp.write_text(json.dumps(document, indent=2, sort_keys=True)))
-                    return document
-            except RunLocked:
-                if time.monotonic() > deadline:
-                    raise WorkError(f"{self.experiment_path} is locked by another process for over "
-                                    f"{LOCK_WAIT_SECONDS:.0f} s; rerun when it is done") from None
-                time.sleep(0.2)
+        try:
+            with run_lock_waiting(self.experiment_path, LOCK_WAIT_SECONDS):
+                document = change(self.read_experiment())
+                atomic_replace(self.experiment_path,
+                               lambda tmp: tmp.write_text(json.dumps(document, indent=2, sort_keys=True)))
+                return document
+        except RunLocked:
+            raise WorkError(f"{self.experiment_path} is locked by another process for over "
+                            f"{LOCK_WAIT_SECONDS:.0f} s; rerun when it is done") from None
 
     def add_to_experiment(self, key: str, run_id: str) -> None:
         """Record run_id under key (imported, kernel_runs) in experiment.json, once."""

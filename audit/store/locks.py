@@ -7,7 +7,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +108,20 @@ def touch_lock(lock: Path) -> None:
         os.replace(tmp, lock)
     except OSError:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def run_lock_waiting(path: Path, wait_seconds: float, poll_seconds: float = 0.2) -> Iterator[Path]:
+    """run_lock, waiting up to wait_seconds for another live holder to let go; RunLocked after that."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        stack = ExitStack()
+        try:
+            lock = stack.enter_context(run_lock(path))
+            break
+        except RunLocked:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(poll_seconds)
+    with stack:
+        yield lock
