@@ -2,33 +2,64 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from audit.errors import WorkError
 from audit.spec.experiment import ExperimentSpec
 from audit.spec.overrides import shard_of
-from audit.store.files import read_run
+from audit.store.digests import damage_line
+from audit.store.files import NewerSchema, read_run
+
+TRAINERS = ("batched", "sequential")  # the trainer path a run was started with (the run file's `trainer`)
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What a run file holds, as `audit run` acts on it: state is 'new' (no file), 'running', 'complete',
+    'diverged', 'corrupt' (a part that training wrote fails its check: retrained) or 'newer' (a newer schema:
+    refused); reason is the one line saying why for the last two; trainer the path the file recorded."""
+
+    state: str
+    reason: str | None = None
+    trainer: str | None = None
+
+
+def inspect_run(path: Path) -> FileState:
+    """The state of the run file at path (named by its run id). Read only: a damaged file keeps its name and
+    bytes. A damaged cached measure alone leaves the run complete: `audit score` recomputes it."""
+    if not path.exists() and not path.is_symlink():
+        return FileState("new")
+    try:
+        record = read_run(path, weights=True, run_id=path.stem)
+    except NewerSchema as err:
+        return FileState("newer", str(err))
+    except WorkError as err:
+        return FileState("corrupt", str(err))
+    trainer = record.attrs.get("trainer")
+    trained = [part for part in record.damaged if not part.startswith("measures/")]
+    if trained:
+        damaged = damage_line({part: record.damaged[part] for part in trained})
+        return FileState("corrupt", f"{path} is damaged: {damaged}", trainer)
+    return FileState(record.status, None, trainer if trainer in TRAINERS else None)
 
 
 def run_state(path: Path) -> str:
-    """What a run file holds: 'new' (no file), 'running', 'complete', 'diverged', or 'corrupt' (a part fails its
-    check, weights included). Read only: a corrupt file keeps its name and bytes."""
-    if not path.exists():
-        return "new"
-    try:
-        return read_run(path, weights=True).status
-    except WorkError:
-        return "corrupt"
+    """inspect_run's state alone."""
+    return inspect_run(path).state
+
+
+PLANNED = {"corrupt": "corrupt (retrained)", "newer": "newer schema (refused)"}
 
 
 def plan_items(experiment: ExperimentSpec, root: Path, shard: tuple[int, int] | None = None) -> list[dict[str, Any]]:
     """One item per run of the experiment (or of its shard): its id, variant, seed, model, dataset, spec, and its
-    state in the store at root, as `audit run` would find it (a corrupt file is retrained)."""
+    state in the store at root, as `audit run` would find it (a corrupt file is retrained, a newer one refused)."""
     items = []
     for run in shard_of(experiment.expand(), shard):
-        state = run_state(root / "runs" / f"{run.run_id}.h5")
+        found = inspect_run(root / "runs" / f"{run.run_id}.h5")
         items.append({"run_id": run.run_id, "variant": run.variant_label, "seed": run.seed, "model": run.model,
-                      "dataset": run.dataset, "state": "corrupt (retrained)" if state == "corrupt" else state,
-                      "spec": run.to_dict()})
+                      "dataset": run.dataset, "state": PLANNED.get(found.state, found.state),
+                      "reason": found.reason, "spec": run.to_dict()})
     return items

@@ -11,7 +11,15 @@ from pathlib import Path
 import torch
 
 from audit.errors import UsageError
-from audit.pipeline.grid import GridOutcome, RunCallback, pending_groups, prepare_store, shard_of, train_held
+from audit.pipeline.grid import (
+    GridOutcome,
+    RunCallback,
+    TrainingGroup,
+    pending_groups,
+    prepare_store,
+    shard_of,
+    train_held,
+)
 from audit.spec.experiment import ExperimentSpec
 from audit.spec.run import RunSpec
 from audit.store.directory import Store
@@ -21,7 +29,7 @@ from audit.train.device import Operational
 RAY_RETRIES = 3
 
 
-def _train_task(group: list[RunSpec], root: str, ops: Operational, threads: int) -> GridOutcome:
+def _train_task(group: TrainingGroup, root: str, ops: Operational, threads: int) -> GridOutcome:
     """One Ray task: train a group into the store; wait out locks left by a dead predecessor on another host."""
     torch.set_num_threads(max(1, threads))
     store = Store(Path(root))
@@ -30,7 +38,7 @@ def _train_task(group: list[RunSpec], root: str, ops: Operational, threads: int)
     while outcome.skipped and time.monotonic() < deadline:
         time.sleep(5)
         held = {line.split(":")[0] for line in outcome.skipped}
-        retry = train_held([spec for spec in group if spec.run_id in held], store, ops)
+        retry = train_held(TrainingGroup(group.trainer, [s for s in group.specs if s.run_id in held]), store, ops)
         outcome = GridOutcome(outcome.records + retry.records, retry.skipped, outcome.errors + retry.errors)
     return outcome
 
@@ -46,21 +54,23 @@ def run_with_ray(experiment: ExperimentSpec, root: Path, ops: Operational, addre
     if cpus_per_run <= 0 or gpus_per_run < 0:
         raise UsageError("--cpus-per-run must be positive and --gpus-per-run not negative")
     specs = shard_of(experiment.expand(), shard)
-    store = prepare_store(experiment, root)
-    records, groups = pending_groups(store, specs, ops)
+    store = prepare_store(experiment, root, ops)
+    pending = pending_groups(store, specs, ops)
     started = not ray.is_initialized()
     # Ray prints worker-death notices on the driver's stdout; stdout is for results, so they go to stderr.
     with contextlib.redirect_stdout(sys.stderr):
         if started:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, **(init_options or {}))
         try:
-            return _gather(ray, store, specs, records, groups, ops, cpus_per_run, gpus_per_run, on_run)
+            outcome = _gather(ray, store, specs, pending.records, pending.groups, ops, cpus_per_run, gpus_per_run,
+                              on_run)
+            return GridOutcome(outcome.records, outcome.skipped, pending.errors + outcome.errors, pending.notices)
         finally:
             if started:
                 ray.shutdown()
 
 
-def _gather(ray, store: Store, specs: list[RunSpec], records: list, groups: list[list[RunSpec]], ops: Operational,
+def _gather(ray, store: Store, specs: list[RunSpec], records: list, groups: list[TrainingGroup], ops: Operational,
             cpus_per_run: float, gpus_per_run: float, on_run: RunCallback | None) -> GridOutcome:
     """Submit one task per group and collect their outcomes as they finish."""
     task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=RAY_RETRIES)(_train_task)
@@ -75,10 +85,10 @@ def _gather(ray, store: Store, specs: list[RunSpec], records: list, groups: list
         try:
             result = ray.get(finished[0])
         except Exception as err:  # the task failed after its retries: its runs stay resumable in the store
-            outcome.errors.append(f"runs {', '.join(s.run_id for s in group)}: the Ray task failed after "
+            outcome.errors.append(f"runs {', '.join(s.run_id for s in group.specs)}: the Ray task failed after "
                                   f"{RAY_RETRIES} retries ({type(err).__name__}); `audit run` resumes them")
             continue
-        for spec in group:
+        for spec in group.specs:
             if on_run is not None:
                 on_run(done, len(specs), spec, "done on Ray")
             done += 1

@@ -19,6 +19,7 @@ from audit.pipeline.score import Scored, Silent, Tracker, measure_names, score_s
 from audit.spec.experiment import ExperimentSpec
 from audit.spec.overrides import (
     apply_overrides,
+    check_out,
     parse_checkpoint,
     parse_keep_option,
     parse_shard,
@@ -53,7 +54,7 @@ class RunOptions:
     cpus_per_run: float = 1
     gpus_per_run: float = 0
     ddp: bool = False
-    out: Path | None = None
+    out: Path | str | None = None  # a str straight from the command line: check_out refuses an empty one
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,15 @@ def prepare_run(experiment: ExperimentSpec, overrides: dict[str, Any], options: 
                       data_dir=options.data_dir, download=options.download, keep=spec.keep,
                       batch=options.batch and not options.ddp, precision=options.precision,
                       compile=options.compile, ddp=options.ddp)
-    root = options.out or DEFAULT_ROOT / store_name(spec, overrides)
-    if root.exists() and not root.is_dir():
-        raise UsageError(f"store path {root} is a file; choose a directory with --out")
+    out = check_out(options.out)
+    root = out if out is not None else DEFAULT_ROOT / store_name(spec, overrides)
+    try:
+        if root.exists() and not root.is_dir():
+            raise UsageError(f"store path {root} is a file; choose a directory with --out")
+        (root / "runs" / "0123456789ab.h5").exists()  # a path too long for a run file fails here, not later
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot use store path {root}: {getattr(err, 'strerror', None) or err}; choose another "
+                         "with --out") from None
     return PreparedRun(spec, root, ops, names, shard, options)
 
 
@@ -140,4 +147,4 @@ def run_experiment(run: PreparedRun, tracker: Tracker | None = None) -> Scored |
         if leave is not None:
             leave()
     return Scored(store.root, scored.records, run.names, measures.judged(run.names), outcome.errors + scored.errors,
-                  notices=outcome.skipped)  # skipped: another process trains them, not a failure
+                  notices=outcome.notices + outcome.skipped)  # retrained or trained elsewhere: not failures

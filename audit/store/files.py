@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ import numpy as np
 
 from audit.errors import WorkError
 from audit.spec.run import RunSpec
-from audit.store.record import SCHEMA, RunRecord, weights_checksum
+from audit.store.digests import MANIFEST, STRUCTURE, Part, damaged_parts, describe, manifest, plain, read_parts
+from audit.store.record import SCHEMA, STATUSES, RunRecord, weights_checksum
 from audit.testhooks import pause_point
 
 
@@ -32,14 +34,6 @@ def _set_attrs(target: h5py.HLObject, values: dict[str, Any]) -> None:
         target.attrs[key] = value
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def _write_arrays(group: h5py.Group, arrays: dict[str, np.ndarray]) -> None:
     for name, array in arrays.items():
         array = np.asarray(array)
@@ -48,18 +42,16 @@ def _write_arrays(group: h5py.Group, arrays: dict[str, np.ndarray]) -> None:
         group.create_dataset(name, data=array)
 
 
-def _read_arrays(group: h5py.Group) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    group.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return out
-
-
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class NewerSchema(WorkError):
+    """A run file written by a newer audit: refused, never renamed or retrained."""
 
 
 class DiskFull(WorkError):
@@ -91,15 +83,15 @@ def atomic_replace(path: Path, write: Any, stage: str = "file") -> None:
 
 
 def write_run(path: Path, record: RunRecord, stage: str = "result") -> None:
-    """Replace the run file at path with record, atomically (stage names the write for the kill tests)."""
+    """Replace the run file at path with record, atomically (stage names the write for the kill tests); the
+    digest manifest is computed from the values as read back from the new file."""
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
             _set_attrs(f, {
-                **record.attrs,  # first: the fields below are always recomputed
+                **{k: v for k, v in record.attrs.items() if k not in ("weights_sha256", MANIFEST)},
                 "schema": SCHEMA, "run_id": record.run_id, "spec": record.spec.canonical(),
                 "status": record.status, "fitted": bool(record.fitted),
-                "weights_sha256": weights_checksum(record.final) if record.final else None,
             })
             data = f.create_group("data")
             _set_attrs(data, {k: v for k, v in record.data.items() if not isinstance(v, np.ndarray)})
@@ -118,53 +110,99 @@ def write_run(path: Path, record: RunRecord, stage: str = "result") -> None:
                 sub = group.create_group(name)
                 _set_attrs(sub, {k: v for k, v in entry.items() if k != "detail"})
                 _write_arrays(sub, entry.get("detail", {}))
+            f.attrs[MANIFEST] = manifest(read_parts(f))
 
     atomic_replace(path, write, stage)
     record.path = path
+    record.verified, record.damaged = True, {}
 
 
-def read_run(path: Path, weights: bool = True) -> RunRecord:
-    """Read a run file; a missing, foreign or corrupt file raises WorkError naming it."""
+def check_regular(path: Path) -> None:
+    """Refuse, before opening it, anything at path that is not a regular file (a FIFO would hang the reader)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise WorkError(f"{path} does not exist") from None
+    except OSError as err:
+        raise WorkError(f"{path} cannot be read ({err.strerror}); check its permissions") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise WorkError(f"{path} is {kind}, not a run file; move it out of the store")
+
+
+def read_run(path: Path, weights: bool = True, run_id: str | None = None) -> RunRecord:
+    """Read a run file and check every part against its digest. A file that cannot be read, is foreign, from
+    a newer schema, has damaged attributes, or (with run_id) holds another run raises WorkError naming it;
+    other damaged parts are listed in record.damaged (part → what is wrong) and left out of the record.
+    Without `weights` the weights are verified but not kept."""
+    check_regular(path)
     try:
         with h5py.File(path, "r") as f:
-            attrs = {k: _plain(v) for k, v in f.attrs.items()}
-            if "schema" not in attrs or "spec" not in attrs:
-                raise WorkError(f"{path} is not an audit run file (no schema or spec attribute)")
-            if int(attrs["schema"]) > SCHEMA:
-                raise WorkError(f"{path} has schema {attrs['schema']}, newer than this audit reads ({SCHEMA}); "
-                                "upgrade audit to read it")
-            spec = RunSpec.from_dict(json.loads(attrs.pop("spec")))
-            status, fitted = attrs.pop("status"), bool(attrs.pop("fitted"))
-            data = {k: _plain(v) for k, v in f["data"].attrs.items()}
-            data.update(_read_arrays(f["data"]))
-            record = RunRecord(spec=spec, status=status, fitted=fitted, attrs=attrs, data=data,
-                               history=_read_arrays(f["history"]), path=path)
-            for name, group in f["measures"].items():
-                entry = {k: _plain(v) for k, v in group.attrs.items()}
-                detail = _read_arrays(group)
-                if detail:
-                    entry["detail"] = detail
-                record.measures[name] = entry
-            if weights:
-                record.init = _read_arrays(f["weights/init"])
-                record.final = _read_arrays(f["weights/final"])
-                if "resume" in f:
-                    record.resume = f["resume/state"][()].tobytes()
-                expected = attrs.get("weights_sha256")
-                if expected and weights_checksum(record.final) != expected:
-                    raise WorkError(f"{path}: the final weights do not match their checksum; the file is "
-                                    "corrupt (`audit run` retrains the run)")
-            for tag, group in f.get("weights/kept", {}).items():
-                record.kept[tag] = {"attrs": {k: _plain(v) for k, v in group.attrs.items()},
-                                    "weights": _read_arrays(group) if weights else {}}
-            migrate(record, int(attrs["schema"]))
-    except WorkError:
-        raise
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as err:
+            schema = plain(f.attrs.get("schema"))
+            stored = plain(f.attrs.get(MANIFEST))
+            parts = read_parts(f)
+    except Exception as err:  # anything HDF5 or h5py raise on a damaged file is that file's error
         raise WorkError(f"{path} is unreadable or corrupt ({type(err).__name__}: {err}); "
                         "`audit run` retrains the run") from None
+    try:
+        return _record(path, schema, stored, parts, weights, run_id)
+    except WorkError:
+        raise
+    except Exception as err:  # a part of the wrong type or shape: the file is damaged, not the program
+        raise WorkError(f"{path} is corrupt ({type(err).__name__}: {err}); "
+                        "`audit run` retrains the run") from None
+
+
+def _record(path: Path, schema: Any, stored: Any, parts: dict[str, Part], weights: bool,
+            run_id: str | None) -> RunRecord:
+    attrs = dict(parts["attrs"][0])
+    if schema is None or "spec" not in attrs:
+        raise WorkError(f"{path} is not an audit run file (no schema or spec attribute)")
+    if int(schema) > SCHEMA:
+        raise NewerSchema(f"{path} has schema {schema}, newer than this audit reads ({SCHEMA}); upgrade audit to "
+                        "read it (if no newer audit wrote it, the file is damaged)")
+    if stored is not None:
+        damaged = damaged_parts(parts, stored)
+    elif int(schema) >= 3:
+        damaged = {"attrs": "the digest manifest is missing"}
+    else:  # written before digests: only the final weights had a checksum
+        damaged = {}
+        expected = attrs.get("weights_sha256")
+        if expected and weights_checksum(parts.get("weights/final", ({}, {}))[1]) != expected:
+            damaged["weights/final"] = "checksum mismatch"
+    if "attrs" in damaged or any(part in STRUCTURE for part in damaged):
+        part = "attrs" if "attrs" in damaged else next(p for p in damaged if p in STRUCTURE)
+        raise WorkError(f"{path} is damaged: {describe(part)} ({damaged[part]}); `audit run` retrains the run")
+    spec = RunSpec.from_dict(json.loads(attrs.pop("spec")))
     if spec.run_id != attrs.get("run_id"):
         raise WorkError(f"{path}: the stored spec does not hash to its run id; the file was altered")
+    if run_id is not None and spec.run_id != run_id:
+        raise WorkError(f"{path} holds run {spec.run_id}, not run {run_id} (a run file copied or moved over "
+                        "another's name); move it out of the store")
+    status, fitted = attrs.pop("status"), bool(attrs.pop("fitted"))
+    if status not in STATUSES:
+        raise WorkError(f"{path} has an unknown status '{status}'; the file is damaged")
+
+    def usable(name: str) -> bool:
+        return name in parts and name not in damaged
+
+    data_attrs, data_arrays = parts["data"] if usable("data") else ({}, {})
+    record = RunRecord(spec=spec, status=status, fitted=fitted, attrs={**attrs, "schema": int(schema)},
+                       data={**data_attrs, **data_arrays}, path=path, verified=stored is not None,
+                       damaged=damaged)
+    record.history = parts["history"][1] if usable("history") else {}
+    for name, (entry_attrs, detail) in parts.items():
+        if name.startswith("measures/") and usable(name):
+            record.measures[name.removeprefix("measures/")] = {**entry_attrs, **({"detail": detail} if detail else {})}
+        elif name.startswith("weights/kept/") and usable(name):
+            record.kept[name.removeprefix("weights/kept/")] = {"attrs": entry_attrs,
+                                                              "weights": detail if weights else {}}
+    if weights:
+        record.init = parts["weights/init"][1] if usable("weights/init") else {}
+        record.final = parts["weights/final"][1] if usable("weights/final") else {}
+        if usable("resume"):
+            record.resume = parts["resume"][1]["state"].tobytes()
+    migrate(record, int(schema))
     return record
 
 

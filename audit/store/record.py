@@ -11,7 +11,8 @@ import numpy as np
 
 from audit.spec.run import RunSpec
 
-SCHEMA = 2  # 1: first release; 2: train_size/test_size attributes and weights/kept (schema 1 is migrated on read)
+SCHEMA = 3  # 1: first release; 2: train_size/test_size attributes and weights/kept; 3: a digest of every part
+# (older schemas are read and migrated in memory; they are "unverified" until `audit verify --upgrade`)
 
 STATUSES = ("running", "complete", "diverged")
 
@@ -32,6 +33,8 @@ class RunRecord:
     measures: dict[str, dict[str, Any]] = field(default_factory=dict)
     kept: dict[str, dict[str, Any]] = field(default_factory=dict)  # tag → {"attrs": {...}, "weights": {...}}
     path: Path | None = None
+    verified: bool = False  # read with every part checked against its digest (schema 3)
+    damaged: dict[str, str] = field(default_factory=dict)  # part → what is wrong; those parts are left out
 
     @property
     def run_id(self) -> str:

@@ -105,7 +105,7 @@ def train_group(specs: list[RunSpec], paths: list, ops: Operational = Operationa
     slots: list[torch.Tensor] = []
     test_slots: list[torch.Tensor] = []
     for spec, path, lock in zip(specs, paths, locks or [None] * len(specs)):
-        state = open_run(spec, path, ops, device, lock)
+        state = open_run(spec, path, ops, device, lock, trainer="batched")
         if isinstance(state, RunRecord):
             finished[spec.run_id] = state
             continue

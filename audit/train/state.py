@@ -22,6 +22,7 @@ from audit.errors import WorkError
 from audit.models.registry import build_model
 from audit.registry import Registry
 from audit.spec.run import RunSpec, derive_seed
+from audit.store.digests import damage_line
 from audit.store.files import read_run, write_run
 from audit.store.locks import touch_lock
 from audit.store.record import RunRecord
@@ -156,9 +157,13 @@ class RunState:
 
 
 def open_run(spec: RunSpec, path: Path, ops: Operational, device: torch.device,
-             lock: Path | None = None) -> RunState | RunRecord:
-    """A finished run's record, or the state to train (or resume) it from."""
-    previous = read_run(path) if path.exists() else None
+             lock: Path | None = None, trainer: str = "sequential") -> RunState | RunRecord:
+    """A finished run's record, or the state to train (or resume) it from; `trainer` (batched or sequential)
+    is recorded in the run file, so that a resume or a retrain takes the same path."""
+    previous = read_run(path, run_id=spec.run_id) if path.exists() else None
+    trained = {k: v for k, v in (previous.damaged if previous is not None else {}).items() if not k.startswith("measures/")}
+    if trained:  # a damaged cached measure alone is recomputed by scoring
+        raise WorkError(f"{path} is damaged: {damage_line(trained)}; `audit run` retrains the run")
     if previous is not None and previous.status != "running":
         return previous
     data = build_run_data(spec, ops.data_dir, ops.download)
@@ -170,7 +175,7 @@ def open_run(spec: RunSpec, path: Path, ops: Operational, device: torch.device,
                      history={c: [] for c in HISTORY_COLUMNS}, lock=lock, last_save=time.monotonic(), model=model)
     state.record.attrs.update(device=str(device), torch_version=torch.__version__, audit_version=audit.__version__,
                               python_version=platform.python_version(), threads=torch.get_num_threads(),
-                              host=socket.gethostname(), pid=os.getpid(),
+                              host=socket.gethostname(), pid=os.getpid(), trainer=trainer,
                               train_size=len(data.x_train), test_size=len(data.x_test))
     if previous is not None and previous.resume is not None:
         if previous.data.get("fingerprint_train") != data.record["fingerprint_train"]:

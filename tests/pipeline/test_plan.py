@@ -88,7 +88,8 @@ def test_the_grid_sets_the_corrupt_file_aside_where_the_plan_said_retrained(stor
     victim = sorted((store / "runs").glob("*.h5"))[0]
     damage_weights(victim)
     planned = {i["run_id"]: i["state"] for i in plan_items(experiment, store)}
-    records, groups = pending_groups(Store(store), experiment.expand(), Operational(batch=False))
-    assert [s.run_id for group in groups for s in group] == [victim.stem]
-    assert sorted(r.run_id for r in records) == sorted(k for k, v in planned.items() if v == "complete")
+    pending = pending_groups(Store(store), experiment.expand(), Operational(batch=False))
+    assert [s.run_id for group in pending.groups for s in group.specs] == [victim.stem]
+    assert len(pending.notices) == 1 and victim.name in pending.notices[0] and "final weights" in pending.notices[0]
+    assert sorted(r.run_id for r in pending.records) == sorted(k for k, v in planned.items() if v == "complete")
     assert not victim.exists() and victim.with_name(victim.name + ".corrupt").exists()

@@ -1,0 +1,116 @@
+"""Digests of a run file's parts, so that a damaged byte is found wherever the file is read.
+
+A part is one HDF5 group: its attributes and the values of its datasets (the root group's part, "attrs",
+holds the spec, status, accuracies and timings). The file keeps a manifest, the root attribute `digests`,
+mapping every part to the SHA-256 of its values as read back. HDF5's Fletcher-32 filter would not do: any
+write through h5py recomputes it, so an edit made with h5py would pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import h5py
+import numpy as np
+
+MANIFEST = "digests"  # the root attribute holding {part: sha256}
+UNDIGESTED = {MANIFEST, "schema"}  # a newer schema is refused by its number alone, before any digest
+
+Part = tuple[dict[str, Any], dict[str, np.ndarray]]  # (attributes, datasets by name)
+
+STRUCTURE = {"weights", "measures", "weights/kept"}  # groups that only hold other parts
+
+
+def plain(value: Any) -> Any:
+    """An attribute value as Python holds it: text for bytes, a number for a numpy scalar."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def read_parts(f: h5py.File) -> dict[str, Part]:
+    """Every group of an open run file as a part, its datasets read whole."""
+    parts: dict[str, Part] = {"attrs": ({k: plain(v) for k, v in f.attrs.items() if k not in UNDIGESTED}, {})}
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Group):
+            attrs = {k: plain(v) for k, v in obj.attrs.items()}
+            arrays = {}
+            for key, item in obj.items():
+                if isinstance(item, h5py.Dataset):
+                    arrays[key] = item[()]
+                    attrs.update({f"{key}.{k}": plain(v) for k, v in item.attrs.items()})
+            parts[name] = (attrs, arrays)
+
+    f.visititems(visit)
+    return parts
+
+
+def _encoded(value: Any) -> bytes:
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:  # strings (layer names): each element's text
+            body = b"\0".join(v if isinstance(v, bytes) else str(v).encode() for v in value.ravel())
+        else:
+            body = np.ascontiguousarray(value).tobytes()
+        return f"array:{value.dtype.str}:{value.shape}:".encode() + body
+    if isinstance(value, np.void):
+        return b"void:" + value.tobytes()
+    return f"{type(value).__name__}:{value!r}".encode()
+
+
+def part_digest(part: Part) -> str:
+    """SHA-256 of a part's attributes and dataset values, names, types and shapes included."""
+    digest = hashlib.sha256()
+    attrs, arrays = part
+    for kind, items in (("attr", attrs), ("data", arrays)):
+        for name in sorted(items):
+            for piece in (kind.encode(), name.encode(), _encoded(items[name])):
+                digest.update(len(piece).to_bytes(8, "little"))
+                digest.update(piece)
+    return digest.hexdigest()
+
+
+def manifest(parts: dict[str, Part]) -> str:
+    """The manifest attribute of a file holding these parts."""
+    return json.dumps({name: part_digest(part) for name, part in sorted(parts.items())}, sort_keys=True)
+
+
+def damaged_parts(parts: dict[str, Part], stored: Any) -> dict[str, str]:
+    """{part: what is wrong} for every part that does not match the stored manifest (its JSON text)."""
+    try:
+        expected = json.loads(stored)
+    except (TypeError, ValueError):
+        return {"attrs": "the digest manifest is unreadable"}
+    if not isinstance(expected, dict):
+        return {"attrs": "the digest manifest is unreadable"}
+    damaged = {name: "digest mismatch" for name, part in parts.items()
+               if expected.get(name) != part_digest(part)}
+    damaged.update({name: "missing" for name in expected if name not in parts})
+    for name in list(damaged):
+        if name not in expected and name in parts:
+            damaged[name] = "not in the digest manifest"
+    return damaged
+
+
+def damage_line(damaged: dict[str, str]) -> str:
+    """The damaged parts in a few words: 'the final weights (digest mismatch); the cached measure l2 (missing)'."""
+    return "; ".join(f"{describe(part)} ({why})" for part, why in damaged.items())
+
+
+def describe(part: str) -> str:
+    """A part's name for a one-line message."""
+    if part == "attrs":
+        return "the attributes (spec, status, accuracies, timings)"
+    if part.startswith("measures/"):
+        return f"the cached measure {part.removeprefix('measures/')}"
+    if part.startswith("weights/kept/"):
+        return f"the weights kept at {part.removeprefix('weights/kept/')}"
+    if part in STRUCTURE:
+        return f"the file's structure ({part})"
+    names = {"weights/init": "the init weights", "weights/final": "the final weights",
+             "history": "the training history", "data": "the fitted-data record", "resume": "the resume state"}
+    return names.get(part, part)
