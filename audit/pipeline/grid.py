@@ -14,7 +14,7 @@ from audit.pipeline.plan import inspect_run
 from audit.spec.experiment import ExperimentSpec
 from audit.spec.overrides import shard_of
 from audit.spec.run import KERNEL_PREFIX, RunSpec
-from audit.store.digests import damage_line
+from audit.store.digests import damage_report
 from audit.store.directory import Store, create_store
 from audit.store.files import DiskFull, read_run
 from audit.store.locks import RunLocked, run_lock
@@ -174,14 +174,7 @@ def open_for_report(store: Store) -> tuple[list[RunRecord], list[str]]:
             errors.append(str(err))
             continue
         if record.damaged:
-            errors.append(damaged_report_line(path, record.damaged))
+            errors.append(damage_report(path, record.damaged))
         else:
             records.append(record)
     return records, errors
-
-
-def damaged_report_line(path: Path, damaged: dict[str, str]) -> str:
-    """The report's line for a run with damaged parts, saying which command repairs it."""
-    fix = ("`audit score` recomputes it" if all(part.startswith("measures/") for part in damaged)
-           else "`audit run` retrains it")
-    return f"{path} is damaged: {damage_line(damaged)}; left out of the statistics ({fix})"

@@ -9,6 +9,7 @@ import measures
 from audit.errors import UsageError
 from audit.pipeline.grid import open_for_report
 from audit.pipeline.score import Scored
+from audit.store.digests import damage_line
 from audit.store.directory import Store, open_store
 from audit.store.files import read_run
 from audit.store.record import RunRecord
@@ -49,12 +50,23 @@ def find_run(store: Store, prefix: str) -> Path:
 
 def run_document(path: Path) -> dict[str, Any]:
     """One run file as a plain document: spec, status, attributes, data record, history and cached measures."""
-    record = read_run(path, weights=False)
+    record = read_run(path, weights=False, run_id=path.stem)
     return {"run_id": record.run_id, "path": str(path), "spec": record.spec.to_dict(),
-            "status": record.status, "fitted": record.fitted, "attrs": record.attrs,
+            "status": record.status, "fitted": record.fitted, "integrity": integrity(record),
+            "verified": record.verified, "damaged": record.damaged, "attrs": record.attrs,
             "data": {k: v for k, v in record.data.items() if not hasattr(v, "shape")},
             "history": {k: v.tolist() for k, v in record.history.items()},
             "measures": {k: {kk: vv for kk, vv in v.items() if kk != "detail"} for k, v in record.measures.items()}}
+
+
+def integrity(record: RunRecord) -> str:
+    """How far the run's file was checked: every part verified, unverified (written before digests), or which
+    parts are damaged (those are left out of the document)."""
+    if record.damaged:
+        return f"damaged: {damage_line(record.damaged)}"
+    if not record.verified:
+        return "unverified (written before digests; `audit verify --upgrade` adds them)"
+    return "verified (every part matches its digest)"
 
 
 def show_run(store: Path | None, prefix: str) -> dict[str, Any]:

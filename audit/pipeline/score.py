@@ -17,8 +17,9 @@ from audit.data.imagenet import MEASURE_BYTES
 from audit.errors import UsageError, WorkError
 from audit.spec.overrides import check_point, split_setting
 from audit.spec.run import KERNEL_PREFIX, RunSpec
+from audit.store.digests import damage_line, damage_report
 from audit.store.directory import Store, open_store
-from audit.store.files import DiskFull, read_run, write_run
+from audit.store.files import DiskFull, check_writable, read_run, write_run
 from audit.store.locks import RunLocked, run_lock_waiting
 from audit.store.record import RunRecord, cache_key
 from audit.train.device import Operational, resolve_device
@@ -67,6 +68,7 @@ def is_cached(record: RunRecord, name: str, settings: dict[str, Any], at: str | 
 class ScoreOutcome:
     records: list[RunRecord]
     errors: list[str]  # one line per run that could not be read or scored
+    notices: list[str] = field(default_factory=list)  # damaged cached values that were recomputed
 
 
 Progress = Callable[[str, int, int], None]
@@ -76,40 +78,63 @@ def score_store(store: Store, names: list[str], ops: Operational = Operational()
                 overrides: dict[str, dict[str, Any]] | None = None, recompute: bool = False,
                 on_run: Progress | None = None, at: str | None = None, only: set[str] | None = None) -> ScoreOutcome:
     """Compute the named measures on every complete run of the store that lacks them, caching each value;
-    with `at`, on the weights kept at that point of training (runs that never reached it are skipped)."""
+    with `at`, on the weights kept at that point of training (runs that never reached it are skipped).
+    Damaged runs are named and left out; a damaged cached value is recomputed, never trusted; a store that
+    cannot be written is refused before anything is computed."""
     overrides = overrides or {}
     settings = {name: measures.resolved_settings(name, overrides.get(name)) for name in names}
-    records, errors = [], []
-    paths = store.run_paths()
-    for index, path in enumerate(paths):
-        if on_run is not None:
-            on_run(path.stem, index, len(paths))
+    outcome = ScoreOutcome([], [], [])
+    planned = []
+    for path in store.run_paths():
         try:
-            record = read_run(path, weights=False)
+            record = read_run(path, weights=False, run_id=path.stem)
         except WorkError as err:
-            errors.append(str(err))
+            outcome.errors.append(str(err))
+            continue
+        if any(not part.startswith("measures/") for part in record.damaged):
+            outcome.errors.append(damage_report(path, record.damaged))
             continue
         todo = [n for n in names if recompute or not is_cached(record, n, settings[n], at)]
-        if only is not None and record.run_id not in only:
-            todo = []  # another shard's run: reported as it is, scored by its shard
-        if record.spec.model.startswith(KERNEL_PREFIX):
-            todo = []  # a kernel run: its measure (rkhs-norm) is written when it is fitted; network ones don't apply
-        reached = at is None or at in record.kept
-        if record.status == "complete" and todo and reached:
-            try:
-                record = _score_run(path, todo, settings, ops, at, recompute)
-            except RunLocked as err:
-                errors.append(f"{path}: not scored now, {err}")
-            except DiskFull:
-                raise
-            except WorkError as err:
-                errors.append(str(err) if str(path) in str(err) else f"{path}: {err}")
-            except UsageError as err:  # its model cannot be built here (a user's module not importable, say)
-                errors.append(f"{path}: run {record.run_id} not scored: {err}")
-            errors += [f"{path}: measure {key}: {entry['reason']}" for key, entry in record.measures.items()
-                       if entry.get("failed") and key.split("@")[0] in todo]
-        records.append(record)
-    return ScoreOutcome(records, errors)
+        if (only is not None and record.run_id not in only) or record.spec.model.startswith(KERNEL_PREFIX):
+            todo = []  # another shard's run (scored by its shard); a kernel run (its measure is written when fitted)
+        if record.status != "complete" or (at is not None and at not in record.kept):
+            todo = []
+        planned.append((path, record, todo))
+    if any(todo for _, _, todo in planned):
+        check_writable(store.runs_dir)
+    for index, (path, record, todo) in enumerate(planned):
+        if on_run is not None:
+            on_run(path.stem, index, len(planned))
+        damaged_measures = dict(record.damaged)
+        if todo:
+            record = _score_or_say(path, record, todo, settings, ops, at, recompute, outcome.errors)
+        for part, why in damaged_measures.items():
+            key = part.removeprefix("measures/")
+            if key in record.measures:
+                outcome.notices.append(f"{path}: the cached measure {key} was damaged ({why}); recomputed")
+            else:
+                outcome.errors.append(f"{path}: the cached measure {key} is damaged ({why}); left out (`audit "
+                                      f"score --measure {key.split('@')[0]}` recomputes it)")
+        outcome.records.append(record)
+    return outcome
+
+
+def _score_or_say(path: Path, record: RunRecord, todo: list[str], settings: dict[str, dict[str, Any]],
+                  ops: Operational, at: str | None, recompute: bool, errors: list[str]) -> RunRecord:
+    """The run scored, or as it was read with a line in errors saying why it could not be."""
+    try:
+        record = _score_run(path, todo, settings, ops, at, recompute)
+    except RunLocked as err:
+        errors.append(f"{path}: not scored now, {err}")
+    except DiskFull:
+        raise
+    except WorkError as err:
+        errors.append(str(err) if str(path) in str(err) else f"{path}: {err}")
+    except UsageError as err:  # its model cannot be built here (a user's module not importable, say)
+        errors.append(f"{path}: run {record.run_id} not scored: {err}")
+    errors += [f"{path}: measure {key}: {entry['reason']}" for key, entry in record.measures.items()
+               if entry.get("failed") and key.split("@")[0] in todo]
+    return record
 
 
 LOCK_WAIT_SECONDS = 300.0  # scoring a run is short: wait this long for another process that holds it
@@ -123,7 +148,9 @@ def _score_run(path: Path, todo: list[str], settings: dict[str, dict[str, Any]],
 
 def _score_locked(path: Path, todo: list[str], settings: dict[str, dict[str, Any]], ops: Operational,
                   at: str | None, recompute: bool) -> RunRecord:
-    record = read_run(path)
+    record = read_run(path, run_id=path.stem)
+    if any(not part.startswith("measures/") for part in record.damaged):
+        raise WorkError(f"{path} is damaged: {damage_line(record.damaged)}; `audit run` retrains the run")
     if not recompute:  # another process may have scored it while we waited
         todo = [n for n in todo if not is_cached(record, n, settings[n], at)]
     if not todo:
@@ -224,4 +251,5 @@ def score_runs(store: Path | None, measure: list[str], all_measures: bool, setti
     with tracker:
         outcome = score_store(target, names, ops, settings, recompute=recompute, on_run=tracker.on_score,
                               at=check_point(at))
-    return Scored(target.root, outcome.records, names, measures.judged(names), outcome.errors, at)
+    return Scored(target.root, outcome.records, names, measures.judged(names), outcome.errors, at,
+                  notices=outcome.notices)

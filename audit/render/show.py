@@ -42,7 +42,7 @@ def print_run(document: dict[str, Any], as_json: bool) -> None:
         return
     console = out_console()
     console.print(f"run {document['run_id']}  {document['path']}")
-    console.print(f"status {document['status']}, fitted {tables.fmt(document['fitted'])}")
+    console.print(f"status {document['status']}, fitted {tables.fmt(document['fitted'])}, {document['integrity']}")
     for key, value in document["spec"].items():
         console.print(f"  {key:<14} {value}")
     console.print(history_table(document["history"]))

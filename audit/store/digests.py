@@ -101,6 +101,13 @@ def damage_line(damaged: dict[str, str]) -> str:
     return "; ".join(f"{describe(part)} ({why})" for part, why in damaged.items())
 
 
+def damage_report(path: Any, damaged: dict[str, str]) -> str:
+    """A report's line for a run with damaged parts, saying which command repairs it."""
+    fix = ("`audit score` recomputes it" if all(part.startswith("measures/") for part in damaged)
+           else "`audit run` retrains it")
+    return f"{path} is damaged: {damage_line(damaged)}; left out of the statistics ({fix})"
+
+
 def describe(part: str) -> str:
     """A part's name for a one-line message."""
     if part == "attrs":

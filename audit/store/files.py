@@ -7,9 +7,11 @@ are absent from the file. The schema is documented in the README.
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import numpy as np
 from audit.errors import WorkError
 from audit.spec.run import RunSpec
 from audit.store.digests import MANIFEST, STRUCTURE, Part, damaged_parts, describe, manifest, plain, read_parts
+from audit.store.locks import LOCK_STALE_SECONDS, pid_alive
 from audit.store.record import SCHEMA, STATUSES, RunRecord, weights_checksum
 from audit.testhooks import pause_point
 
@@ -58,8 +61,45 @@ class DiskFull(WorkError):
     """No space left: the whole command stops, the store as it was."""
 
 
+def remove_dead_temporaries(path: Path) -> None:
+    """Remove the temporary files NAME.tmpPID that killed writers of path left: their PID is dead on this host,
+    or they are older than a stale lock (a writer on another host)."""
+    for tmp in path.parent.glob(f"{glob.escape(path.name)}.tmp*"):
+        pid = tmp.name.removeprefix(f"{path.name}.tmp")
+        try:
+            old = time.time() - tmp.stat().st_mtime > LOCK_STALE_SECONDS
+            if pid.isdigit() and int(pid) != os.getpid() and (old or not pid_alive(int(pid))):
+                tmp.unlink()
+        except OSError:
+            pass  # gone already, or not ours to remove: the write itself says if the store is unwritable
+
+
+def check_writable(folder: Path) -> None:
+    """One WorkError naming the folder and the reason when a file cannot be created, written and synced in
+    it (a read-only mount, missing permissions, a full disk), before any work is done."""
+    probe = folder / f".write-probe{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        reason = "no space left on the device" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+        raise WorkError(f"the store cannot be written: {folder}: {reason}; make it writable or choose another "
+                        "store (nothing was done)") from None
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 def atomic_replace(path: Path, write: Any, stage: str = "file") -> None:
-    """Call write(tmp_path), fsync the result and rename it over path: readers see the old file or the new one."""
+    """Call write(tmp_path), fsync the result and rename it over path: readers see the old file or the new one.
+    Temporary files of dead writers of the same path are removed first."""
+    remove_dead_temporaries(path)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         write(tmp)

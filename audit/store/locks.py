@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -11,14 +12,23 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from audit.errors import WorkError
+
 
 class RunLocked(Exception):
     """Another live process holds the run."""
 
+
+class LockUnwritable(WorkError):
+    """The lock cannot be created: the store is not writable."""
+
 LOCK_STALE_SECONDS = 600.0  # a lock from another host whose heartbeat is older than this is stale
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this PID runs on this host (PIDs below 1 name none)."""
+    if pid < 1:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -29,18 +39,26 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _lock_is_stale(info: dict[str, Any]) -> bool:
-    if info.get("host") == socket.gethostname():
-        return not _pid_alive(int(info.get("pid", -1)))
-    return time.time() - float(info.get("heartbeat", 0)) > LOCK_STALE_SECONDS
+    if not isinstance(info, dict):
+        return True
+    try:
+        if info.get("host") == socket.gethostname():
+            return not pid_alive(int(info.get("pid", -1)))
+        return time.time() - float(info.get("heartbeat", 0)) > LOCK_STALE_SECONDS
+    except (TypeError, ValueError):  # garbage in the lock: no live holder wrote it
+        return True
 
 
 def _read_lock(lock: Path) -> dict[str, Any] | None:
+    """The lock's record; None when there is no lock, {} when it is empty or garbage (never written by a live
+    holder: locks appear whole)."""
     try:
-        return json.loads(lock.read_text())
+        info = json.loads(lock.read_text())
     except FileNotFoundError:
         return None
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _take_over(lock: Path, seen: dict[str, Any]) -> None:
@@ -60,33 +78,51 @@ def _take_over(lock: Path, seen: dict[str, Any]) -> None:
         aside.unlink(missing_ok=True)
 
 
+def _create(lock: Path, info: dict[str, Any]) -> bool:
+    """Create the lock file whole (written beside and hard-linked into place, so that no reader ever sees it
+    empty or half written); False if it exists. A store that cannot be written raises LockUnwritable."""
+    draft = lock.with_name(f"{lock.name}.new{os.getpid()}")
+    try:
+        draft.write_text(json.dumps(info))
+        try:
+            os.link(draft, lock)
+        except FileExistsError:
+            return False
+        except OSError as err:
+            if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # no hard links here: create in place
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps(info))
+        return True
+    except FileExistsError:
+        return False
+    except OSError as err:
+        raise LockUnwritable(f"cannot write the lock {lock}: {err.strerror or err}; the store must be writable "
+                             "(check its permissions, mount and free space)") from None
+    finally:
+        draft.unlink(missing_ok=True)
+
+
 @contextmanager
 def run_lock(path: Path) -> Iterator[Path]:
-    """Hold the lock file beside a run file (created with O_EXCL: atomic on local file systems and NFSv3+);
-    raise RunLocked if a live process holds it. A stale lock (dead pid on this host, or a heartbeat older than
-    LOCK_STALE_SECONDS from another host) is taken over."""
+    """Hold the lock file beside a run file; raise RunLocked if a live process holds it. A lock records the
+    owner's host, PID and heartbeat. An empty or unreadable lock, one whose owner on this host is dead, or
+    one from another host whose heartbeat is older than LOCK_STALE_SECONDS is taken over at once."""
     lock = path.with_suffix(".lock")
     info = {"owner": os.environ.get("USER", "?"), "pid": os.getpid(), "host": socket.gethostname(),
             "started": time.time(), "heartbeat": time.time()}
     for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            held = _read_lock(lock)
-            if held is None:
-                continue
-            if not held:  # being written right now, or garbage
-                if time.time() - lock.stat().st_mtime < 30:
-                    raise RunLocked(f"{path.name} is being locked by another process") from None
-            elif not _lock_is_stale(held):
-                age = time.time() - float(held.get("heartbeat", 0))
-                raise RunLocked(f"{path.name} is held by pid {held.get('pid')} on {held.get('host')} "
-                                f"(heartbeat {age:.0f} s ago)") from None
-            _take_over(lock, held)
+        if _create(lock, info):
+            break
+        held = _read_lock(lock)
+        if held is None:
             continue
-        with os.fdopen(fd, "w") as handle:
-            json.dump(info, handle)
-        break
+        if held and not _lock_is_stale(held):
+            beat = held.get("heartbeat")
+            age = f"heartbeat {time.time() - beat:.0f} s ago" if isinstance(beat, (int, float)) else "no heartbeat"
+            raise RunLocked(f"{path.name} is held by pid {held.get('pid')} on {held.get('host')} ({age})")
+        _take_over(lock, held)
     else:
         raise RunLocked(f"could not take the lock of {path.name}")
     try:

@@ -94,9 +94,9 @@ def test_corrupt_truncated_foreign_and_future_files_are_named_and_the_rest_repor
         f["something"] = np.arange(3)
     with h5py.File(future, "r+") as f:
         f.attrs["schema"] = 99
-    with h5py.File(older, "r+") as f:  # a schema-1 file: no train/test sizes yet
+    with h5py.File(older, "r+") as f:  # a schema-1 file: no train/test sizes and no digests yet
         f.attrs["schema"] = 1
-        del f.attrs["train_size"], f.attrs["test_size"]
+        del f.attrs["train_size"], f.attrs["test_size"], f.attrs["digests"]
     result = runner.invoke(app, ["report", str(store), "--json"])
     assert result.exit_code == 1
     document = json.loads(result.stdout)
