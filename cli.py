@@ -24,6 +24,7 @@ from audit.pipeline.report import classes_of, load_report, show_run
 from audit.pipeline.run import RunOptions, prepare_run, run_experiment
 from audit.pipeline.score import Scored, score_runs
 from audit.pipeline.theory import build_expressivity, fit_kernel
+from audit.pipeline.verify import verify_store
 from audit.render import formats
 from audit.render import items as render_items
 from audit.render.console import one_line, stage_printer
@@ -262,6 +263,23 @@ def show(
     """Print one run: spec, status, history summary and cached measures."""
     store, run_id = show_args(args)
     print_run(show_run(store, run_id), as_json)
+
+
+@app.command()
+@guarded
+def verify(
+    store: Annotated[Optional[Path], typer.Argument(help="Store directory (default: the latest under ./audit-runs).")] = None,
+    upgrade: Annotated[bool, typer.Option("--upgrade", help="Add digests to run files written before them "
+                                                            "(under each run's lock); damaged files stay as they are.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check every file of a store end to end: each run file read whole, every part (attributes, history,
+    fitted data, init, final and kept weights, resume state, each cached measure) against its digest, each
+    file's run id against its name, and experiment.json's shape. Prints the files that are not verified;
+    exit 1 if any is damaged or unreadable. Writes nothing unless --upgrade."""
+    checked = verify_store(store, upgrade)
+    render_items.print_verify(checked.document(), as_json)
+    raise typer.Exit(1 if checked.damaged else 0)
 
 
 @app.command()

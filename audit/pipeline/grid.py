@@ -88,9 +88,9 @@ def pending_groups(store: Store, specs: list[RunSpec], ops: Operational) -> Pend
             pending.errors.append(f"{found.reason}; `audit run` leaves it and does not retrain it")
             continue
         if found.state == "corrupt":
-            set_aside(path)
-            pending.notices.append(f"{found.reason}: retraining run {spec.run_id} from scratch (the damaged "
-                                   f"file is kept as {path.name}.corrupt)")
+            aside = set_aside(path)
+            pending.notices.append(f"retraining run {spec.run_id} from scratch: {found.reason}; the damaged file "
+                                   f"is kept as {aside.name}")
         if found.state in ("complete", "diverged"):
             pending.records.append(read_run(path, weights=False))
         elif spec.model.startswith(KERNEL_PREFIX):
@@ -158,9 +158,15 @@ def run_grid(experiment: ExperimentSpec, root: Path, ops: Operational = Operatio
     return outcome
 
 
-def set_aside(path: Path) -> None:
-    """Move a corrupt run file out of the way (to NAME.h5.corrupt), so that the run is retrained from scratch."""
-    path.rename(path.with_name(path.name + ".corrupt"))
+def set_aside(path: Path) -> Path:
+    """Move a damaged run file out of the way (to NAME.h5.corrupt, or .corrupt.N when that exists: an earlier
+    damaged file is never overwritten), so that the run is retrained from scratch; returns the new path."""
+    aside = path.with_name(path.name + ".corrupt")
+    number = 1
+    while aside.exists() or aside.is_symlink():
+        aside, number = path.with_name(f"{path.name}.corrupt.{number}"), number + 1
+    path.rename(aside)
+    return aside
 
 
 def open_for_report(store: Store) -> tuple[list[RunRecord], list[str]]:

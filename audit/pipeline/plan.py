@@ -10,7 +10,7 @@ from audit.errors import WorkError
 from audit.spec.experiment import ExperimentSpec
 from audit.spec.overrides import shard_of
 from audit.store.digests import damage_line
-from audit.store.files import NewerSchema, read_run
+from audit.store.files import BadRunFile, NewerSchema, read_run
 
 TRAINERS = ("batched", "sequential")  # the trainer path a run was started with (the run file's `trainer`)
 
@@ -35,6 +35,8 @@ def inspect_run(path: Path) -> FileState:
         record = read_run(path, weights=True, run_id=path.stem)
     except NewerSchema as err:
         return FileState("newer", str(err))
+    except BadRunFile as err:
+        return FileState("corrupt", err.problem)
     except WorkError as err:
         return FileState("corrupt", str(err))
     trainer = record.attrs.get("trainer")

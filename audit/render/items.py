@@ -107,3 +107,20 @@ def print_kernel(document: dict[str, Any], run_id: str, as_json: bool) -> None:
         return
     stored = f" written to {document['store']}" if "store" in document else ""
     quantities([(k, document[k]) for k in KERNEL_KEYS], note=f"run {run_id}{stored}")
+
+
+def print_verify(document: dict[str, Any], as_json: bool) -> None:
+    """`audit verify` (audit.pipeline.verify): a row per file that is not verified, then the counts."""
+    if as_json:
+        print(formats.dumps(document))
+        return
+    root = document["store"]
+    rows = [{"file": str(Path(f["path"]).relative_to(root)) if f["path"].startswith(root) else f["path"],
+             "state": f["state"], "problem": f["message"].removeprefix(f["path"]).lstrip(": ")}
+            for f in document["files"] if f["state"] != "verified"]
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(document["counts"].items()))
+    note = f"store {root}: {counts or 'no files'} ({document['seconds']:.2f} s)"
+    if rows:
+        print_items(rows, False, ["file", "state", "problem"], note=note)
+    else:
+        out_console().print(note)

@@ -53,6 +53,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class BadRunFile(WorkError):
+    """A run file that cannot be used: `problem` says what is wrong, the message adds the fix."""
+
+    def __init__(self, problem: str, fix: str = "`audit run` retrains the run") -> None:
+        super().__init__(f"{problem}; {fix}")
+        self.problem = problem
+
+
 class NewerSchema(WorkError):
     """A run file written by a newer audit: refused, never renamed or retrained."""
 
@@ -167,7 +175,7 @@ def check_regular(path: Path) -> None:
         raise WorkError(f"{path} cannot be read ({err.strerror}); check its permissions") from None
     if not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
-        raise WorkError(f"{path} is {kind}, not a run file; move it out of the store")
+        raise BadRunFile(f"{path} is {kind}, not a run file", "move it out of the store")
 
 
 def read_run(path: Path, weights: bool = True, run_id: str | None = None) -> RunRecord:
@@ -182,22 +190,20 @@ def read_run(path: Path, weights: bool = True, run_id: str | None = None) -> Run
             stored = plain(f.attrs.get(MANIFEST))
             parts = read_parts(f)
     except Exception as err:  # anything HDF5 or h5py raise on a damaged file is that file's error
-        raise WorkError(f"{path} is unreadable or corrupt ({type(err).__name__}: {err}); "
-                        "`audit run` retrains the run") from None
+        raise BadRunFile(f"{path} is unreadable or corrupt ({type(err).__name__}: {err})") from None
     try:
         return _record(path, schema, stored, parts, weights, run_id)
     except WorkError:
         raise
     except Exception as err:  # a part of the wrong type or shape: the file is damaged, not the program
-        raise WorkError(f"{path} is corrupt ({type(err).__name__}: {err}); "
-                        "`audit run` retrains the run") from None
+        raise BadRunFile(f"{path} is corrupt ({type(err).__name__}: {err})") from None
 
 
 def _record(path: Path, schema: Any, stored: Any, parts: dict[str, Part], weights: bool,
             run_id: str | None) -> RunRecord:
     attrs = dict(parts["attrs"][0])
     if schema is None or "spec" not in attrs:
-        raise WorkError(f"{path} is not an audit run file (no schema or spec attribute)")
+        raise BadRunFile(f"{path} is not an audit run file (no schema or spec attribute)", "move it out of the store")
     if int(schema) > SCHEMA:
         raise NewerSchema(f"{path} has schema {schema}, newer than this audit reads ({SCHEMA}); upgrade audit to "
                         "read it (if no newer audit wrote it, the file is damaged)")
@@ -212,16 +218,16 @@ def _record(path: Path, schema: Any, stored: Any, parts: dict[str, Part], weight
             damaged["weights/final"] = "checksum mismatch"
     if "attrs" in damaged or any(part in STRUCTURE for part in damaged):
         part = "attrs" if "attrs" in damaged else next(p for p in damaged if p in STRUCTURE)
-        raise WorkError(f"{path} is damaged: {describe(part)} ({damaged[part]}); `audit run` retrains the run")
+        raise BadRunFile(f"{path} is damaged: {describe(part)} ({damaged[part]})")
     spec = RunSpec.from_dict(json.loads(attrs.pop("spec")))
     if spec.run_id != attrs.get("run_id"):
-        raise WorkError(f"{path}: the stored spec does not hash to its run id; the file was altered")
+        raise BadRunFile(f"{path}: the stored spec does not hash to its run id (the file was altered)")
     if run_id is not None and spec.run_id != run_id:
-        raise WorkError(f"{path} holds run {spec.run_id}, not run {run_id} (a run file copied or moved over "
-                        "another's name); move it out of the store")
+        raise BadRunFile(f"{path} holds run {spec.run_id}, not run {run_id} (a run file copied or moved over "
+                         "another's name)", "move it out of the store")
     status, fitted = attrs.pop("status"), bool(attrs.pop("fitted"))
     if status not in STATUSES:
-        raise WorkError(f"{path} has an unknown status '{status}'; the file is damaged")
+        raise BadRunFile(f"{path} has an unknown status '{status}' (the file is damaged)")
 
     def usable(name: str) -> bool:
         return name in parts and name not in damaged
