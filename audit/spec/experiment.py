@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.errors import UsageError, unknown_name
-from audit.spec.names import parse_variant
+from audit.spec.names import check_store_name, check_text, parse_variant
 from audit.spec.run import RunSpec, check_field
 
 RUN_FIELDS = {f.name for f in dataclasses.fields(RunSpec)}
@@ -23,6 +23,13 @@ SWEEP_AXES = ("width", "depth", "lr", "batch_size", "weight_decay", "train_size"
               "dropout", "optimizer", "epochs", "augment")
 
 KEEP_PATTERN = re.compile(r"^(epoch|loss):([0-9.eE+-]+)$")
+
+MAX_SEEDS = 10_000  # seeds = N in a grid
+
+MAX_RUNS = 100_000  # runs one experiment may expand to
+
+BOMS = ((b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe\x00\x00", "UTF-32"), (b"\xfe\xff", "UTF-16"),
+        (b"\xff\xfe", "UTF-16"))
 
 
 @dataclass(frozen=True)
@@ -79,17 +86,23 @@ def _singular(key: str) -> str:
     return key[:-1]
 
 
-def _normalize_axes(table: dict[str, Any], known: set[str], kind: str, where: str) -> dict[str, list[Any]]:
+def _normalize_axes(table: Any, known: set[str], kind: str, where: str) -> dict[str, list[Any]]:
+    if not isinstance(table, dict):
+        raise UsageError(f"{where}: [{kind.split()[0]}] must be a table of axes, each a non-empty list")
     out: dict[str, list[Any]] = {}
     for key, values in table.items():
         if key not in known:
             raise unknown_name(kind, key, sorted(known))
         if key == "seeds" and isinstance(values, int) and not isinstance(values, bool):
-            if values <= 0:
-                raise UsageError(f"{where}: seeds must be a positive count or a list, got {values}")
+            if not 0 < values <= MAX_SEEDS:
+                raise UsageError(f"{where}: seeds must be a positive count (at most {MAX_SEEDS}) or a list, "
+                                 f"got {values}")
             values = list(range(values))
         if not isinstance(values, list) or not values:
-            raise UsageError(f"{where}: {kind} '{key}' must be a non-empty list")
+            raise UsageError(f"{where}: {kind} '{key}' must be a non-empty list, got {values!r}")
+        for value in values:
+            if isinstance(value, (list, dict)):
+                raise UsageError(f"{where}: {kind} '{key}' holds {value!r}: its values are single settings")
         if key == "variants":
             for value in values:
                 if not isinstance(value, str):
@@ -110,11 +123,30 @@ def parse_keep(values: Any, where: str) -> tuple[str, ...]:
     return tuple(values)
 
 
+def check_size(experiment: ExperimentSpec, where: str) -> None:
+    """A UsageError when the experiment would expand to more than MAX_RUNS runs (before expanding it)."""
+    axes = [*experiment.grid.values(), *experiment.sweep.values()]
+    count = max(len(experiment.runs), 1) * math.prod(len(values) for values in axes)
+    if count > MAX_RUNS:
+        raise UsageError(f"{where}: the experiment expands to {count} runs, more than the {MAX_RUNS} audit plans "
+                         "at most")
+
+
 def experiment_from_dict(values: dict[str, Any], where: str) -> ExperimentSpec:
+    """An experiment from the tables of its TOML file, every key and value checked by type and range (a
+    UsageError naming the first wrong one) and every run spec it expands to validated."""
     known = {"name", "description", "store", "base", "grid", "sweep", "keep", "runs"}
     for key in values:
         if key not in known:
             raise unknown_name("experiment key", key, sorted(known))
+    name = check_text(f"{where}: name", values["name"]) if "name" in values else Path(where).stem
+    description = values.get("description", "")
+    if not isinstance(description, str):
+        raise UsageError(f"{where}: description must be a string, got {description!r}")
+    if "store" in values:
+        store = check_store_name(values["store"], f"{where}: store")
+    else:
+        store = check_store_name(name, f"{where}: name (the store's when none is given)")
     base = values.get("base", {})
     if not isinstance(base, dict):
         raise UsageError(f"{where}: [base] must be a table")
@@ -128,21 +160,29 @@ def experiment_from_dict(values: dict[str, Any], where: str) -> ExperimentSpec:
             check_field(key, value)
     grid = _normalize_axes(values.get("grid", {}), GRID_KEYS, "grid axis", where)
     sweep = _normalize_axes(values.get("sweep", {}), set(SWEEP_AXES), "sweep axis", where)
-    name = values.get("name") or Path(where).stem
-    spec = ExperimentSpec(name=name, description=values.get("description", ""),
-                          store=values.get("store", name), base=dict(base), grid=grid, sweep=sweep,
-                          keep=parse_keep(values.get("keep", []), where), runs=tuple(dict(r) for r in runs))
+    spec = ExperimentSpec(name=name, description=description, store=store, base=dict(base), grid=grid,
+                          sweep=sweep, keep=parse_keep(values.get("keep", []), where),
+                          runs=tuple(dict(r) for r in runs))
+    check_size(spec, where)
     spec.expand()  # validates every run spec before any work starts
     return spec
 
 
 def load_experiment_file(path: Path) -> ExperimentSpec:
+    """An experiment file, read as UTF-8 TOML (a UTF-8 byte-order mark is allowed); anything else is one
+    UsageError naming the file."""
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as err:
-        raise UsageError(f"cannot read experiment file {path}: {err.strerror}") from None
+        raise UsageError(f"cannot read experiment file {path}: {err.strerror or err}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        bom = next((name for mark, name in BOMS if data.startswith(mark)), None)
+        found = f"it starts with a {bom} byte-order mark" if bom else f"byte {err.start} is not UTF-8"
+        raise UsageError(f"experiment file {path} must be UTF-8 TOML ({found})") from None
     try:
         values = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as err:  # ValueError: an int of over 4300 digits
         raise UsageError(f"experiment file {path} is not valid TOML: {err}") from None
     return experiment_from_dict(values, str(path))

@@ -1,15 +1,17 @@
-"""Name grammars of the spec: variants (corrupt:P), preprocessings (imagenet[:SIZE])."""
+"""Name grammars of the spec: variants (corrupt:P), preprocessings (imagenet[:SIZE]), plain names and store names."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from audit.errors import UsageError, unknown_name
-from audit.spec.run import VARIANTS
+from audit.spec.run import VARIANTS, control_character
 
 
 def parse_variant(text: str) -> tuple[str, float | None]:
     """'true', 'corrupt:0.2', 'random-labels', ... → (variant, p). corrupt:0 is true, corrupt:1 random-labels."""
+    check_text("variant", text)
     name, _, arg = text.strip().partition(":")
     if name == "corrupt":
         try:
@@ -30,3 +32,31 @@ def parse_variant(text: str) -> tuple[str, float | None]:
     if name == "random-labels":
         return "random-labels", 1.0
     return name, None
+
+
+def check_text(what: str, text: Any) -> str:
+    """text, when it is a non-empty string free of control characters; else a UsageError naming what."""
+    if not isinstance(text, str):
+        raise UsageError(f"{what} must be a string, got {text!r}")
+    if not text.strip():
+        raise UsageError(f"{what} must be a non-empty string")
+    char = control_character(text)
+    if char is not None:
+        raise UsageError(f"{what} holds a control character ({char!a}): {text!r}")
+    return text
+
+
+def check_store_name(text: Any, what: str = "store") -> str:
+    """A store name: a relative path under ./audit-runs, with no empty, '.' or '..' part, that the file system can
+    hold (each part at most 255 bytes); else a UsageError naming what. (--out takes any path instead.)"""
+    text = check_text(what, text)
+    if text.startswith("/"):
+        raise UsageError(f"{what} '{text}' is absolute: a store name is a folder under ./audit-runs (give any "
+                         "path with --out instead)")
+    parts = text.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise UsageError(f"{what} '{text}' must be a name under ./audit-runs, with no empty, '.' or '..' part "
+                         "(give any path with --out instead)")
+    if any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in parts) or len(text) > 1024:
+        raise UsageError(f"{what} '{text[:40]}...' is too long for a folder name")
+    return text

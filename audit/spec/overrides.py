@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from audit.errors import UsageError
-from audit.spec.experiment import ExperimentSpec, parse_keep
-from audit.spec.names import parse_variant
+from audit.spec.experiment import MAX_SEEDS, ExperimentSpec, check_size, parse_keep
+from audit.spec.names import check_store_name, parse_variant
 from audit.spec.run import RunSpec
 
 
@@ -25,7 +25,39 @@ def run_overrides(*, dataset: str | None = None, model: str | None = None, epoch
     return {"dataset": dataset, "model": model, "epochs": epochs, "train_size": train_size,
             "preprocess": preprocess, "lr": lr, "lr_decay": lr_decay, "momentum": momentum,
             "weight_decay": weight_decay, "batch_size": batch_size, "corrupt_test": corrupt_test, "seeds": seeds,
-            "variants": [v.strip() for v in variants.split(",") if v.strip()] if variants is not None else None}
+            "variants": split_variants(variants) if variants is not None else None}
+
+
+def split_variants(text: str) -> list[str]:
+    """--variants 'true, corrupt:0.2' → ['true', 'corrupt:0.2']: at least one, each known, none twice."""
+    listed = [v.strip() for v in text.split(",") if v.strip()]
+    if not listed:
+        raise UsageError(f"--variants needs at least one variant, e.g. true,random-labels; got {text!r}")
+    seen: dict[tuple[str, float | None], str] = {}
+    for variant in listed:
+        parsed = parse_variant(variant)
+        if parsed in seen:
+            same = "twice" if seen[parsed] == variant else f"beside '{seen[parsed]}', the same variant"
+            raise UsageError(f"--variants lists '{variant}' {same}")
+        seen[parsed] = variant
+    return listed
+
+
+def check_out(path: str | Path | None) -> Path | None:
+    """The store directory given with --out (None: not given), as check_path checks it."""
+    return None if path is None else check_path(path, "--out")
+
+
+def check_path(path: str | Path, what: str) -> Path:
+    """A directory given on the command line (any path, relative or absolute). An empty one would be the current
+    directory, and no path holds a NUL: both are UsageErrors naming the option. (A Path made from '' is '.'
+    already: give the command line's str.)"""
+    text = str(path) if isinstance(path, Path) else path
+    if not text.strip():
+        raise UsageError(f"{what} needs a directory path, got {text!r}")
+    if "\x00" in text:
+        raise UsageError(f"{what} {text!r} holds a NUL character, which no path can hold")
+    return Path(text)
 
 
 def apply_overrides(experiment: ExperimentSpec, overrides: dict[str, Any]) -> ExperimentSpec:
@@ -35,18 +67,21 @@ def apply_overrides(experiment: ExperimentSpec, overrides: dict[str, Any]) -> Ex
         if value is None:
             continue
         if key == "variants":
+            if not value:
+                raise UsageError("--variants needs at least one variant, e.g. true,random-labels")
             for text in value:
                 parse_variant(text)
             grid["variants"] = list(value)
         elif key == "seeds":
-            if value <= 0:
-                raise UsageError(f"--seeds must be positive, got {value}")
+            if not 0 < value <= MAX_SEEDS:
+                raise UsageError(f"--seeds must be positive (at most {MAX_SEEDS}), got {value}")
             grid["seeds"] = list(range(value))
         else:
             base[key] = value
             grid.pop(key, None)
             grid.pop(f"{key}s", None)
     updated = dataclasses.replace(experiment, base=base, grid=grid)
+    check_size(updated, "with the options given")
     updated.expand()  # validates before any work
     return updated
 
@@ -54,6 +89,7 @@ def apply_overrides(experiment: ExperimentSpec, overrides: dict[str, Any]) -> Ex
 def store_name(experiment: ExperimentSpec, overrides: dict[str, Any]) -> str:
     """The store's folder name under ./audit-runs: the experiment's, or one built from the overridden settings."""
     given = {k: v for k, v in overrides.items() if v is not None}
+    check_store_name(experiment.store, f"experiment {experiment.name}: store")
     if not given:
         return experiment.store
     parts = []

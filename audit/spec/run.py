@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,13 +103,43 @@ FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {  # field → (accepted
 }
 
 
+INT_LIMIT = 2 ** 63  # every integer of a spec fits a signed 64-bit integer (HDF5, numpy, torch seeds)
+
+FLOAT32_MAX = 3.4028234663852886e38  # the largest learning rate an optimizer step can apply in float32
+
+
+def control_character(text: str) -> str | None:
+    """The first control character (C0, C1, a lone surrogate, a line or paragraph separator) in text, or None."""
+    for char in text:
+        if unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp"):
+            return char
+    return None
+
+
 def check_field(name: str, value: Any) -> None:
-    """Raise UsageError unless value has the type of spec field `name` (bools are not numbers here)."""
+    """Raise UsageError unless value has the type of spec field `name` (bools are not numbers here): integers
+    within 64 bits, floats finite, strings non-empty and free of control characters."""
     kinds, none_ok = FIELD_TYPES[name]
     if value is None and none_ok:
         return
     if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
         raise UsageError(f"spec field '{name}' must be {kinds[0].__name__}, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT_LIMIT <= value < INT_LIMIT:
+        raise UsageError(f"spec field '{name}' is out of range: {value}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"spec field '{name}' must be a finite number, got {value}")
+    if isinstance(value, str):
+        if not value.strip():
+            raise UsageError(f"spec field '{name}' must be a non-empty string")
+        char = control_character(value)
+        if char is not None:
+            raise UsageError(f"spec field '{name}' holds a control character ({char!a}): {value!r}")
+
+
+def is_user_model(name: str) -> bool:
+    """Whether name is written module:function, the module dotted Python names and the function one."""
+    module, _, function = name.partition(":")
+    return function.isidentifier() and all(part.isidentifier() for part in module.split("."))
 
 
 def validate(spec: RunSpec) -> None:
@@ -129,10 +160,14 @@ def validate(spec: RunSpec) -> None:
     for name, value in positive.items():
         if not value > 0 or not math.isfinite(value):
             raise UsageError(f"{name} must be positive, got {value}")
+    if spec.lr > FLOAT32_MAX:
+        raise UsageError(f"lr must be at most {FLOAT32_MAX:.3g} (training is in float32), got {spec.lr}")
     if spec.train_size is not None and spec.train_size <= 0:
         raise UsageError(f"train_size must be positive, got {spec.train_size}")
     if spec.seed < 0 or spec.split_seed < 0:
         raise UsageError("seeds must be non-negative integers")
+    if spec.split_seed >= 2 ** 32:
+        raise UsageError(f"split_seed must be below 2**32 (the seed of a stratified split), got {spec.split_seed}")
     for name, low, high in (("lr_decay", 0.0, 1.0), ("momentum", 0.0, 1.0), ("fit_target", 0.0, 1.0)):
         value = getattr(spec, name)
         if not (low < value <= high if name != "momentum" else low <= value < high):
@@ -143,5 +178,8 @@ def validate(spec: RunSpec) -> None:
         raise UsageError(f"dropout must lie in [0, 1), got {spec.dropout}")
     if spec.loss_target is not None and not spec.loss_target > 0:
         raise UsageError(f"loss_target must be positive, got {spec.loss_target}")
+    if ":" in spec.model and not spec.model.startswith(KERNEL_PREFIX) and not is_user_model(spec.model):
+        raise UsageError(f"model '{spec.model}': a user's model is written module:function, both Python names "
+                         "(e.g. mymodels:small_cnn)")
     if spec.augment not in ("none", "crop", "flip", "crop+flip"):
         raise unknown_name("augmentation", spec.augment, ["none", "crop", "flip", "crop+flip"])

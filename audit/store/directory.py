@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from audit.errors import UsageError, WorkError
-from audit.store.files import atomic_replace
+from audit.store.experiment_doc import check_experiment_document
+from audit.store.files import atomic_replace, check_writable
 from audit.store.locks import RunLocked, run_lock_waiting
 
 DEFAULT_ROOT = Path("audit-runs")
@@ -36,11 +36,11 @@ class Store:
         return self.root / "experiment.json"
 
     def read_experiment(self) -> dict[str, Any]:
-        """experiment.json as a dict ({} when there is none yet); unreadable or corrupt, a WorkError naming it
-        (the file is left as it is)."""
+        """experiment.json as a dict ({} when there is none yet); unreadable, corrupt or of a wrong shape
+        (audit.store.experiment_doc), a WorkError naming it (the file is left as it is)."""
         path = self.experiment_path
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return {}
         except (OSError, UnicodeDecodeError) as err:
@@ -48,13 +48,10 @@ class Store:
                             "aside and rerun to write a new one") from None
         try:
             document = json.loads(text)
-        except json.JSONDecodeError as err:
+        except (ValueError, RecursionError) as err:  # JSONDecodeError; an int of over 4300 digits; deep nesting
             raise WorkError(f"{path} is corrupt (not JSON: {err}); audit leaves it as it is: restore it, or move "
                             "it aside and rerun to write a new one") from None
-        if not isinstance(document, dict):
-            raise WorkError(f"{path} is corrupt (a JSON {type(document).__name__}, not an object); audit leaves "
-                            "it as it is: restore it, or move it aside and rerun to write a new one")
-        return document
+        return check_experiment_document(document, path)
 
     def update_experiment(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
         """Read experiment.json, apply change to it and replace it atomically, all under the store's lock, so
@@ -100,9 +97,9 @@ def create_store(root: Path) -> Store:
     try:
         (root / "runs").mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UsageError(f"cannot create store {root}: {err.strerror}; choose a writable --out") from None
-    if not os.access(root / "runs", os.W_OK):
-        raise UsageError(f"store {root} is not writable; choose a writable --out")
+        raise WorkError(f"cannot create the store {root}: {err.strerror or err}; choose a writable --out "
+                        "(nothing was done)") from None
+    check_writable(root / "runs")
     return Store(root)
 
 
