@@ -32,7 +32,7 @@ from audit.render.plots import pyplot, write_figures
 from audit.render.progress import Reporter
 from audit.render.report import Output, emit
 from audit.render.show import print_run
-from audit.spec.overrides import check_point, run_overrides, show_args
+from audit.spec.overrides import check_out, check_path, check_point, run_overrides, show_args
 
 app = typer.Typer(
     help="Run the randomization test of Zhang et al. and audit generalization measures with it.",
@@ -134,7 +134,7 @@ def run(
     corrupt_test: Annotated[Optional[bool], typer.Option(
         "--corrupt-test/--clean-test", help="Corrupt the test labels like the train labels (default clean).",
         show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Store directory (default ./audit-runs/<name>).")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Store directory (default ./audit-runs/<name>).")] = None,
     measure: Annotated[list[str], typer.Option(help="Measure to score after training (repeatable).")] = [],
     all_measures: Annotated[bool, typer.Option("--all", help="Score every registered measure.")] = False,
     device: DeviceOpt = "auto",
@@ -235,7 +235,7 @@ def report_command(
 @guarded
 def plot(
     store: Annotated[Optional[Path], typer.Argument(help="Store directory (default: the latest under ./audit-runs).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Folder for the figures (default STORE/figures).")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Folder for the figures (default STORE/figures).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="png, svg or pdf.")] = "png",
     measure: Annotated[list[str], typer.Option(help="Also plot this measure against p (repeatable; default: "
                                                      "every cached measure).")] = [],
@@ -246,7 +246,7 @@ def plot(
     pyplot()  # a missing matplotlib is a usage error before any work
     scored = load_report(store, measure)
     rows = run_rows(scored.records, scored.names)
-    for path in write_figures(scored.records, rows, scored.names, out or scored.root / "figures", fmt,
+    for path in write_figures(scored.records, rows, scored.names, check_out(out) or scored.root / "figures", fmt,
                               classes_of(scored.records)):
         print(path)
     for line in scored.errors:
@@ -327,7 +327,7 @@ def kernel(
         help="raw (pixels in [0, 1], flattened) or random-conv (a seeded random conv layer, ReLU, pooling).")] = "raw",
     seed: Annotated[int, typer.Option(help="Seed of the label variant, the bandwidth subset and the features.")] = 0,
     preprocess: Annotated[str, typer.Option(help="none (raw pixels, the paper's choice), standard or paper.")] = "none",
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Optional[str], typer.Option(
         help="Also write the fit into this store as a run (model kernel-...), for `audit report`.")] = None,
     device: DeviceOpt = "cpu",
     data_dir: DataDirOpt = None,
@@ -339,7 +339,7 @@ def kernel(
     error on the clean test labels, the RKHS norm sqrt(Σ_c α_cᵀ K α_c) (summed over the classes c), time and
     memory. Before building K it estimates the memory and refuses (exit 1) when K would not fit."""
     spec, document = fit_kernel(dataset, train_size, variant, kind, bandwidth, ridge, degree, features, seed,
-                                preprocess, out=out, device=device, data_dir=data_dir, download=download,
+                                preprocess, out=check_out(out), device=device, data_dir=data_dir, download=download,
                                 on_stage=stage_printer(quiet=as_json))
     render_items.print_kernel(document, spec.run_id, as_json)
 
@@ -347,7 +347,7 @@ def kernel(
 @app.command("import")
 @guarded
 def import_command(
-    store: Annotated[Path, typer.Argument(help="Store directory to add the run to (created if missing).")],
+    store: Annotated[str, typer.Argument(help="Store directory to add the run to (created if missing).")],
     model: Annotated[str, typer.Option(help="module:function returning the torch model (importable from here).")],
     init: Annotated[Path, typer.Option(help="state_dict of the model at initialization (torch.save).")],
     final: Annotated[Path, typer.Option(help="state_dict of the trained model (torch.save).")],
@@ -360,7 +360,7 @@ def import_command(
 ) -> None:
     """Add a model trained elsewhere to a store as a complete run, so that `audit score` and `audit report`
     judge it like the others. Its data are rebuilt from the dataset, variant and seed given here."""
-    summary = import_model(store, model, init, final, dataset=dataset, variant=variant, seed=seed,
+    summary = import_model(check_path(store, "STORE"), model, init, final, dataset=dataset, variant=variant, seed=seed,
                            train_size=train_size, preprocess=preprocess)
     render_items.print_import(summary, as_json)
 

@@ -53,3 +53,100 @@ def quick_run(tmp_path_factory) -> tuple[Path, dict]:
         os.chdir(previous)
     assert result.exit_code == 0, result.stderr
     return folder, json.loads(result.stdout)
+
+
+ZYGOTE = r"""
+import json, os, sys
+import cli  # every import paid once; nothing computed here, so no thread pool is forked
+for line in sys.stdin:
+    request = json.loads(line)
+    if "poll" in request:
+        done, status = os.waitpid(request["poll"], os.WNOHANG)
+        print(json.dumps({"code": os.waitstatus_to_exitcode(status) if done else None}), flush=True)
+        continue
+    pid = os.fork()
+    if pid == 0:
+        sys.stdin.close()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        for fd, path in ((1, request["out"]), (2, request["err"])):
+            target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(target, fd)
+        sys.argv = ["audit", *request["argv"]]
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    print(json.dumps({"pid": pid}), flush=True)
+"""
+
+
+class Zygote:
+    """A process that has imported audit once and forks a fresh `audit` command per request, so that the kill
+    tests start a command in a fraction of a second instead of re-importing torch for each."""
+
+    def __init__(self, root: Path, folder: Path) -> None:
+        import subprocess
+        import sys
+
+        self.root, self.folder, self.count = root, folder, 0
+        self.process = subprocess.Popen([sys.executable, "-c", ZYGOTE], cwd=root, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+
+    def _ask(self, request: dict) -> dict:
+        import json
+
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def start(self, *args: object, env: dict | None = None) -> tuple[int, Path, Path]:
+        """Fork `audit ARGS` with env added; returns its pid and the files of its stdout and stderr."""
+        self.count += 1
+        out, err = self.folder / f"{self.count}.out", self.folder / f"{self.count}.err"
+        reply = self._ask({"argv": [str(a) for a in args], "env": env or {}, "cwd": str(self.root),
+                           "out": str(out), "err": str(err)})
+        return reply["pid"], out, err
+
+    def poll(self, pid: int) -> int | None:
+        """The command's exit code (negative: killed by that signal), or None while it runs."""
+        return self._ask({"poll": pid})["code"]
+
+    def wait(self, pid: int, timeout: float = 120) -> int:
+        """Its exit code; a command still running after timeout seconds is killed and the test fails."""
+        import signal
+        import time
+
+        deadline = time.monotonic() + timeout
+        while (code := self.poll(pid)) is None:
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                self.wait(pid)
+                pytest.fail(f"an audit command ran over {timeout} s and was killed")
+            time.sleep(0.02)
+        return code
+
+    def run(self, *args: object, env: dict | None = None) -> tuple[int, str, str]:
+        """Run `audit ARGS` to its end: (exit code, stdout, stderr)."""
+        pid, out, err = self.start(*args, env=env)
+        code = self.wait(pid)
+        return code, out.read_text(), err.read_text()
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def zygote(tmp_path_factory) -> Iterator[Zygote]:
+    forker = Zygote(Path(__file__).parents[1], tmp_path_factory.mktemp("zygote"))
+    yield forker
+    forker.close()

@@ -45,7 +45,16 @@ def _imported_entry(name: str) -> ModelEntry:
     except (ImportError, AttributeError) as err:
         raise UsageError(f"cannot load model '{name}': {err}; the module must be importable from the "
                          "current directory or PYTHONPATH") from None
-    accepted = set(inspect.signature(function).parameters)
+    except Exception as err:  # the user's module raised while importing (a SyntaxError, anything): its error
+        raise UsageError(f"cannot load model '{name}': importing {module_name} raised {type(err).__name__}: "
+                         f"{err}") from None
+    if not callable(function):
+        raise UsageError(f"model '{name}' names a {type(function).__name__}, not a function returning a "
+                         "torch.nn.Module")
+    try:
+        accepted = set(inspect.signature(function).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature: called without arguments
+        accepted = set()
 
     def build(input_shape: tuple[int, ...], num_classes: int, dropout: float = 0.0, batchnorm: bool = True) -> nn.Module:
         given = {"input_shape": input_shape, "num_classes": num_classes}

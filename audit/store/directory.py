@@ -106,10 +106,15 @@ def create_store(root: Path) -> Store:
 def open_store(root: Path | None) -> Store:
     """An existing store; without a path, the most recent one under ./audit-runs."""
     if root is None:
-        candidates = [p.parent for p in DEFAULT_ROOT.glob("*/experiment.json")]
+        candidates = {}
+        for path in DEFAULT_ROOT.glob("*/experiment.json"):
+            try:
+                candidates[path.parent] = path.stat().st_mtime
+            except OSError:  # a dangling link, say: not a store to pick
+                continue
         if not candidates:
             raise UsageError(f"no store found under ./{DEFAULT_ROOT}; run `audit run` first or give a STORE path")
-        root = max(candidates, key=lambda p: (p / "experiment.json").stat().st_mtime)
+        root = max(candidates, key=candidates.__getitem__)
     if not root.exists():
         raise UsageError(f"store {root} does not exist; give the path of a store made by `audit run`")
     if not (root / "runs").is_dir():

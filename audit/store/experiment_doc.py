@@ -2,7 +2,8 @@
 naming the file (it is the store's own file, not the user's input), and the file is left as it is.
 
 Known keys (what audit writes): `audit_version` a string, `experiment` an object (the expanded spec), `run_ids`,
-`imported` and `kernel_runs` lists of strings (run ids), `runs` an object of objects (run id → spec). Unknown
+`imported` and `kernel_runs` lists of strings (run ids), `runs` an object of objects (run id → spec),
+`trainers` an object of strings (run id → the trainer path it was started with). Unknown
 keys are kept as they are, for forward compatibility: a newer audit may write more."""
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def check_experiment_document(document: Any, path: Path) -> dict[str, Any]:
                 raise wrong(f"'runs' entry '{run_id[:40]}' must be an object (a run spec)", spec)
     if "experiment" in document and not isinstance(document["experiment"], dict):
         raise wrong("'experiment' must be an object", document["experiment"])
+    trainers = document.get("trainers", {})
+    if not isinstance(trainers, dict) or not all(isinstance(v, str) for v in trainers.values()):
+        raise wrong("'trainers' must be an object of trainer names (run id → batched or sequential)", trainers)
     if "audit_version" in document and not isinstance(document["audit_version"], str):
         raise wrong("'audit_version' must be a string", document["audit_version"])
     if _depth(document) > MAX_DEPTH:

@@ -20,7 +20,16 @@ import numpy as np
 
 from audit.errors import WorkError
 from audit.spec.run import RunSpec
-from audit.store.digests import MANIFEST, STRUCTURE, Part, damaged_parts, describe, manifest, plain, read_parts
+from audit.store.digests import (
+    MANIFEST,
+    STRUCTURE,
+    Part,
+    damaged_parts,
+    describe,
+    manifest,
+    plain,
+    read_parts,
+)
 from audit.store.locks import LOCK_STALE_SECONDS, pid_alive
 from audit.store.record import SCHEMA, STATUSES, RunRecord, weights_checksum
 from audit.testhooks import pause_point
