@@ -27,10 +27,10 @@ from audit.store.digests import (
     damaged_parts,
     describe,
     manifest,
-    plain,
     read_parts,
 )
 from audit.store.locks import LOCK_STALE_SECONDS, pid_alive
+from audit.store.reader import READER, ReaderFailed
 from audit.store.record import SCHEMA, STATUSES, RunRecord, weights_checksum
 from audit.testhooks import pause_point
 
@@ -194,12 +194,14 @@ def read_run(path: Path, weights: bool = True, run_id: str | None = None) -> Run
     Without `weights` the weights are verified but not kept."""
     check_regular(path)
     try:
-        with h5py.File(path, "r") as f:
-            schema = plain(f.attrs.get("schema"))
-            stored = plain(f.attrs.get(MANIFEST))
-            parts = read_parts(f)
-    except Exception as err:  # anything HDF5 or h5py raise on a damaged file is that file's error
-        raise BadRunFile(f"{path} is unreadable or corrupt ({type(err).__name__}: {err})") from None
+        decoded = READER.read(path)
+    except ReaderFailed as err:
+        raise BadRunFile(f"{path} is unreadable or corrupt ({err})") from None
+    except OSError as err:
+        raise BadRunFile(f"{path} cannot be read ({err.strerror or err})") from None
+    if decoded[0] != "ok":
+        raise BadRunFile(f"{path} is unreadable or corrupt ({decoded[1]})")
+    _, schema, stored, parts = decoded
     try:
         return _record(path, schema, stored, parts, weights, run_id)
     except WorkError:
