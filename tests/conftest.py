@@ -9,6 +9,23 @@ import torch
 torch.set_num_threads(int(os.environ.get("AUDIT_TEST_THREADS", "2")))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def command_built_once() -> Iterator[None]:
+    """CliRunner builds the click command from the typer app on every call (0.1 s, most of a --plan or a
+    report of a small store): here it is built once for the session. It patches typer.testing's private
+    _get_command: if typer renames it, this fails loudly."""
+    import typer.main
+    import typer.testing
+
+    from cli import app
+
+    command = typer.main.get_command(app)
+    original = typer.testing._get_command
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(typer.testing, "_get_command", lambda given: command if given is app else original(given))
+        yield
+
+
 @pytest.fixture
 def seed() -> Iterator[int]:
     """Seeds torch's and numpy's global generators with 0 for one test, and restores them after: a test that

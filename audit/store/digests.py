@@ -33,18 +33,15 @@ def plain(value: Any) -> Any:
 
 
 def read_parts(f: h5py.File) -> dict[str, Part]:
-    """Every group of an open run file as a part, its datasets read whole."""
+    """Every group of an open run file as a part, its datasets read whole (one visit of each object)."""
     parts: dict[str, Part] = {"attrs": ({k: plain(v) for k, v in f.attrs.items() if k not in UNDIGESTED}, {})}
 
     def visit(name: str, obj: Any) -> None:
         if isinstance(obj, h5py.Group):
-            attrs = {k: plain(v) for k, v in obj.attrs.items()}
-            arrays = {}
-            for key, item in obj.items():
-                if isinstance(item, h5py.Dataset):
-                    arrays[key] = item[()]
-                    attrs.update({f"{key}.{k}": plain(v) for k, v in item.attrs.items()})
-            parts[name] = (attrs, arrays)
+            parts[name] = ({k: plain(v) for k, v in obj.attrs.items()}, {})
+        else:  # a dataset: its group was visited before it
+            group, _, key = name.rpartition("/")
+            parts[group or "attrs"][1][key] = obj[()]
 
     f.visititems(visit)
     return parts

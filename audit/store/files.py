@@ -27,7 +27,7 @@ from audit.store.digests import (
     damaged_parts,
     describe,
     manifest,
-    read_parts,
+    plain,
 )
 from audit.store.locks import LOCK_STALE_SECONDS, pid_alive
 from audit.store.reader import READER, ReaderFailed
@@ -35,21 +35,55 @@ from audit.store.record import SCHEMA, STATUSES, RunRecord, weights_checksum
 from audit.testhooks import pause_point
 
 
-def _set_attrs(target: h5py.HLObject, values: dict[str, Any]) -> None:
+def _stored_attrs(values: dict[str, Any]) -> dict[str, Any]:
+    """Attribute values as the file holds them and a read gives them back: nulls absent, containers as JSON
+    text, str subclasses (torch's version string) as str, numpy scalars as Python numbers."""
+    out = {}
     for key, value in values.items():
         if value is None:
             continue
         if isinstance(value, (dict, list, tuple)):
             value = json.dumps(value)
         elif isinstance(value, str):
-            value = str(value)  # str subclasses (torch's version string) have no HDF5 type
-        target.attrs[key] = value
+            value = str(value)
+        out[key] = plain(value)
+    return out
 
 
-def _write_arrays(group: h5py.Group, arrays: dict[str, np.ndarray]) -> None:
+def _stored_arrays(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {name: np.asarray(array) for name, array in arrays.items()}
+
+
+def record_parts(record: RunRecord) -> dict[str, Part]:
+    """The parts of the file that holds record (audit.store.digests), as a read gives them back."""
+    root = {k: v for k, v in record.attrs.items() if k not in ("weights_sha256", "schema", MANIFEST)}
+    parts: dict[str, Part] = {
+        "attrs": (_stored_attrs({**root, "run_id": record.run_id, "spec": record.spec.canonical(),
+                                 "status": record.status, "fitted": bool(record.fitted)}), {}),
+        "data": (_stored_attrs({k: v for k, v in record.data.items() if not isinstance(v, np.ndarray)}),
+                 _stored_arrays({k: v for k, v in record.data.items() if isinstance(v, np.ndarray)})),
+        "weights": ({}, {}), "weights/init": ({}, _stored_arrays(record.init)),
+        "weights/final": ({}, _stored_arrays(record.final)), "history": ({}, _stored_arrays(record.history)),
+        "measures": ({}, {}),
+    }
+    if record.kept:
+        parts["weights/kept"] = ({}, {})
+    for tag, point in record.kept.items():
+        parts[f"weights/kept/{tag}"] = (_stored_attrs(point["attrs"]), _stored_arrays(point["weights"]))
+    if record.resume is not None:
+        parts["resume"] = ({}, {"state": np.void(record.resume)})
+    for name, entry in record.measures.items():
+        parts[f"measures/{name}"] = (_stored_attrs({k: v for k, v in entry.items() if k != "detail"}),
+                                     _stored_arrays(entry.get("detail", {})))
+    return parts
+
+
+def _write_part(group: h5py.Group, part: Part) -> None:
+    attrs, arrays = part
+    for key, value in attrs.items():
+        group.attrs[key] = value
     for name, array in arrays.items():
-        array = np.asarray(array)
-        if array.dtype == object:  # strings (layer names)
+        if isinstance(array, np.ndarray) and array.dtype == object:  # strings (layer names)
             array = array.astype(h5py.string_dtype())
         group.create_dataset(name, data=array)
 
@@ -140,34 +174,16 @@ def atomic_replace(path: Path, write: Any, stage: str = "file") -> None:
 
 
 def write_run(path: Path, record: RunRecord, stage: str = "result") -> None:
-    """Replace the run file at path with record, atomically (stage names the write for the kill tests); the
-    digest manifest is computed from the values as read back from the new file."""
+    """Replace the run file at path with record, atomically (stage names the write for the kill tests), with
+    the digest of every part in its manifest."""
+    parts = record_parts(record)
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
-            _set_attrs(f, {
-                **{k: v for k, v in record.attrs.items() if k not in ("weights_sha256", MANIFEST)},
-                "schema": SCHEMA, "run_id": record.run_id, "spec": record.spec.canonical(),
-                "status": record.status, "fitted": bool(record.fitted),
-            })
-            data = f.create_group("data")
-            _set_attrs(data, {k: v for k, v in record.data.items() if not isinstance(v, np.ndarray)})
-            _write_arrays(data, {k: v for k, v in record.data.items() if isinstance(v, np.ndarray)})
-            _write_arrays(f.create_group("weights/init"), record.init)
-            _write_arrays(f.create_group("weights/final"), record.final)
-            _write_arrays(f.create_group("history"), record.history)
-            for tag, point in record.kept.items():
-                group = f.create_group(f"weights/kept/{tag}")
-                _set_attrs(group, point["attrs"])
-                _write_arrays(group, point["weights"])
-            if record.resume is not None:
-                f.create_group("resume").create_dataset("state", data=np.void(record.resume))
-            group = f.create_group("measures")
-            for name, entry in record.measures.items():
-                sub = group.create_group(name)
-                _set_attrs(sub, {k: v for k, v in entry.items() if k != "detail"})
-                _write_arrays(sub, entry.get("detail", {}))
-            f.attrs[MANIFEST] = manifest(read_parts(f))
+            for name, part in parts.items():
+                _write_part(f if name == "attrs" else f.require_group(name), part)
+            f.attrs["schema"] = SCHEMA
+            f.attrs[MANIFEST] = manifest(parts)
 
     atomic_replace(path, write, stage)
     record.path = path

@@ -12,11 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer.main
-import typer.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.main import get_command
 from typer.testing import CliRunner
 
 import experiments
@@ -31,16 +28,6 @@ VALID = 'name = "h"\n[base]\nmodel = "mlp-1x16"\ntrain_size = 100\nepochs = 1\n[
 
 TINY = ["run", "--model", "mlp-1x16", "--train-size", "100", "--variants", "true", "--seeds", "1", "--epochs", "1",
         "--measure", "l2"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def command_built_once():
-    """CliRunner builds the click command from the typer app on every call (0.1 s, most of a --plan): here it is
-    built once, so that the property tests stay within their time."""
-    command = typer.main.get_command(app)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(typer.testing, "_get_command", lambda given: command if given is app else get_command(given))
-        yield
 
 
 def invoke(args: list[str]) -> Any:
