@@ -48,6 +48,8 @@ def read_parts(f: h5py.File) -> dict[str, Part]:
 
 
 def _encoded(value: Any) -> bytes:
+    if isinstance(value, np.generic) and not isinstance(value, np.void):
+        value = np.asarray(value)  # a scalar dataset reads back as a numpy scalar, written from a 0-d array
     if isinstance(value, np.ndarray):
         if value.dtype == object:  # strings (layer names): each element's text
             body = b"\0".join(v if isinstance(v, bytes) else str(v).encode() for v in value.ravel())

@@ -84,7 +84,7 @@ class Reader:
             if self.process is None or self.process.poll() is not None:
                 self.process = self._start()
             deadline = time.monotonic() + BASE_SECONDS + path.stat().st_size / BYTES_PER_SECOND
-            name = os.fsencode(str(path))
+            name = os.fsencode(os.path.abspath(path))  # the reader keeps the directory it started in
             try:
                 assert self.process.stdin is not None
                 self.process.stdin.write(len(name).to_bytes(8, "little") + name)

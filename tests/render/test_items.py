@@ -36,11 +36,12 @@ def test_print_plan_counts_the_runs_to_train(capsys):
 def test_print_run_prints_a_document(capsys):
     history = {c: [0.0, 1.0] for c in ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc")}
     document = {"run_id": "abc", "path": "p/abc.h5", "spec": {"model": "mlp-1x64"}, "status": "complete",
-                "fitted": True, "attrs": {"train_seconds": 1.5}, "data": {}, "history": history,
+                "fitted": True, "integrity": "verified (every part matches its digest)", "verified": True,
+                "damaged": {}, "attrs": {"train_seconds": 1.5}, "data": {}, "history": history,
                 "measures": {"l2": {"value": 2.0, "seconds": 0.1, "reason": None}}}
     print_run(document, False)
     out = capsys.readouterr().out
-    assert "run abc  p/abc.h5" in out and "status complete, fitted yes" in out and "mlp-1x64" in out
+    assert "run abc  p/abc.h5" in out and "status complete, fitted yes, verified" in out and "mlp-1x64" in out
     assert "history (every evaluation)" in out and "measures" in out and "l2" in out
     print_run(document, True)
     assert json.loads(capsys.readouterr().out) == document
