@@ -111,5 +111,9 @@ def verify_store(root: Path | None, upgrade: bool = False) -> Verified:
         if upgrade and checked.state == "unverified":
             checked = upgrade_run_file(path)
         files.append(checked)
+    for path in store.shared_paths():
+        problem = store.check_shared(path)
+        files.append(Checked(str(path), "verified") if problem is None else Checked(str(path), "damaged", {},
+                                                                                   f"shared value {problem}"))
     files += leftovers(store)
     return Verified(store.root, files, time.perf_counter() - start)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,16 +80,45 @@ class Store:
         return self.root / "cache" / kind / f"{key}.json"
 
     def get_shared(self, kind: str, key: str) -> dict[str, Any] | None:
-        """A value shared across the store's runs (a Rademacher refit of one input set), or None."""
+        """A value shared across the store's runs (a Rademacher refit of one input set), or None when there is
+        none or it fails its digest (it is then recomputed, never trusted). Files written before digests are
+        read as they are."""
         try:
-            return json.loads(self.shared_path(kind, key).read_text())
-        except (OSError, json.JSONDecodeError):
+            document = json.loads(self.shared_path(kind, key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             return None
+        if not isinstance(document, dict):
+            return None
+        if "sha256" not in document:
+            return document
+        value = document.get("value")
+        if not isinstance(value, dict) or document["sha256"] != shared_digest(value):
+            return None
+        return value
 
     def put_shared(self, kind: str, key: str, value: dict[str, Any]) -> None:
         path = self.shared_path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_replace(path, lambda tmp: tmp.write_text(json.dumps(value)))
+        document = {"sha256": shared_digest(value), "value": value}
+        atomic_replace(path, lambda tmp: tmp.write_text(json.dumps(document)))
+
+    def shared_paths(self) -> list[Path]:
+        return sorted((self.root / "cache").glob("*/*.json"))
+
+    def check_shared(self, path: Path) -> str | None:
+        """What is wrong with a shared value's file, or None when it matches its digest (or predates them)."""
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            return f"unreadable ({type(err).__name__}); it is recomputed when needed"
+        if not isinstance(document, dict) or ("sha256" in document and (
+                not isinstance(document.get("value"), dict) or document["sha256"] != shared_digest(document["value"]))):
+            return "digest mismatch; it is recomputed when needed, never trusted"
+        return None
+
+
+def shared_digest(value: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def create_store(root: Path) -> Store:

@@ -79,3 +79,16 @@ def test_store_paths_are_checked(tmp_path):
         create_store(tmp_path / "file")
     with pytest.raises(UsageError, match="does not exist"):
         open_store(tmp_path / "missing")
+
+
+def test_a_shared_value_is_checked_against_its_digest(tmp_path):
+    store = create_store(tmp_path / "s")
+    store.put_shared("rademacher", "k", {"value": 0.25, "draws": [0.2, 0.3]})
+    assert store.get_shared("rademacher", "k") == {"value": 0.25, "draws": [0.2, 0.3]}
+    path = store.shared_path("rademacher", "k")
+    assert store.check_shared(path) is None
+    path.write_text(path.read_text().replace("0.25", "0.75"))  # an edit that keeps the JSON valid
+    assert store.get_shared("rademacher", "k") is None  # recomputed, never trusted
+    assert "digest mismatch" in store.check_shared(path)
+    path.write_text(json.dumps({"value": 0.5}))  # written before digests: read as it is
+    assert store.get_shared("rademacher", "k") == {"value": 0.5}
