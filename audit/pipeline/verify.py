@@ -23,8 +23,8 @@ class Checked:
 
     path: str
     state: str
-    parts: dict[str, str] = field(default_factory=dict)
     message: str = ""
+    parts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,12 +50,12 @@ def check_run_file(path: Path) -> Checked:
     try:
         record = read_run(path, weights=True, run_id=path.stem)
     except WorkError as err:
-        return Checked(str(path), "unreadable", {}, str(err))
+        return Checked(str(path), "unreadable", str(err))
     if record.damaged:
         message = "; ".join(f"{describe(part)}: {why}" for part, why in record.damaged.items())
-        return Checked(str(path), "damaged", dict(record.damaged), message)
+        return Checked(str(path), "damaged", message, dict(record.damaged))
     if not record.verified:
-        return Checked(str(path), "unverified", {}, "written before digests (`audit verify --upgrade` adds them)")
+        return Checked(str(path), "unverified", "written before digests (`audit verify --upgrade` adds them)")
     return Checked(str(path), "verified")
 
 
@@ -69,10 +69,10 @@ def upgrade_run_file(path: Path) -> Checked:
                 return check_run_file(path)
             write_run(path, record, "upgrade")
     except RunLocked as err:
-        return Checked(str(path), "unverified", {}, f"not upgraded now, {err}")
+        return Checked(str(path), "unverified", f"not upgraded now, {err}")
     except WorkError as err:
-        return Checked(str(path), "unreadable", {}, str(err))
-    return Checked(str(path), "upgraded", {}, "digests added")
+        return Checked(str(path), "unreadable", str(err))
+    return Checked(str(path), "upgraded", "digests added")
 
 
 def leftovers(store: Store) -> list[Checked]:
@@ -82,13 +82,13 @@ def leftovers(store: Store) -> list[Checked]:
         if path.suffix == ".h5":
             continue
         if ".h5.corrupt" in path.name:
-            out.append(Checked(str(path), "set aside", {}, "a damaged file `audit run` moved aside; delete it "
+            out.append(Checked(str(path), "set aside", "a damaged file `audit run` moved aside; delete it "
                                                               "once you no longer need it"))
         elif ".tmp" in path.name or ".lock" in path.name:
-            out.append(Checked(str(path), "leftover", {}, "a temporary or lock file; removed or taken over by "
+            out.append(Checked(str(path), "leftover", "a temporary or lock file; removed or taken over by "
                                                           "the next write to that run"))
         else:
-            out.append(Checked(str(path), "foreign", {}, "not an audit file"))
+            out.append(Checked(str(path), "foreign", "not an audit file"))
     return out
 
 
@@ -105,15 +105,13 @@ def verify_store(root: Path | None, upgrade: bool = False) -> Verified:
         if store.experiment_path.exists():
             files.append(Checked(str(store.experiment_path), "verified"))
     except WorkError as err:
-        files.append(Checked(str(store.experiment_path), "unreadable", {}, str(err)))
+        files.append(Checked(str(store.experiment_path), "unreadable", str(err)))
     for path in store.run_paths():
         checked = check_run_file(path)
         if upgrade and checked.state == "unverified":
             checked = upgrade_run_file(path)
         files.append(checked)
     for path in store.shared_paths():
-        problem = store.check_shared(path)
-        files.append(Checked(str(path), "verified") if problem is None else Checked(str(path), "damaged", {},
-                                                                                   f"shared value {problem}"))
+        files.append(Checked(str(path), *store.check_shared(path, upgrade)))
     files += leftovers(store)
     return Verified(store.root, files, time.perf_counter() - start)

@@ -13,6 +13,7 @@ from audit.errors import UsageError, WorkError
 from audit.store.experiment_doc import check_experiment_document
 from audit.store.files import atomic_replace, check_writable
 from audit.store.locks import RunLocked, run_lock_waiting
+from audit.store.regular import read_regular_text
 
 DEFAULT_ROOT = Path("audit-runs")
 LOCK_WAIT_SECONDS = 60.0  # how long an update of experiment.json waits for another writer
@@ -41,7 +42,7 @@ class Store:
         (audit.store.experiment_doc), a WorkError naming it (the file is left as it is)."""
         path = self.experiment_path
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_regular_text(path)
         except FileNotFoundError:
             return {}
         except (OSError, UnicodeDecodeError) as err:
@@ -84,7 +85,7 @@ class Store:
         none or it fails its digest (it is then recomputed, never trusted). Files written before digests are
         read as they are."""
         try:
-            document = json.loads(self.shared_path(kind, key).read_text(encoding="utf-8"))
+            document = json.loads(read_regular_text(self.shared_path(kind, key)))
         except (OSError, ValueError):
             return None
         if not isinstance(document, dict):
@@ -105,16 +106,22 @@ class Store:
     def shared_paths(self) -> list[Path]:
         return sorted((self.root / "cache").glob("*/*.json"))
 
-    def check_shared(self, path: Path) -> str | None:
-        """What is wrong with a shared value's file, or None when it matches its digest (or predates them)."""
+    def check_shared(self, path: Path, upgrade: bool = False) -> tuple[str, str]:
+        """(state, message) of a shared value's file: verified, unverified (written before digests; given one
+        with upgrade), or damaged (unreadable or failing its digest: recomputed when needed, never trusted)."""
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
+            document = json.loads(read_regular_text(path))
         except (OSError, ValueError) as err:
-            return f"unreadable ({type(err).__name__}); it is recomputed when needed"
-        if not isinstance(document, dict) or ("sha256" in document and (
-                not isinstance(document.get("value"), dict) or document["sha256"] != shared_digest(document["value"]))):
-            return "digest mismatch; it is recomputed when needed, never trusted"
-        return None
+            return "damaged", f"shared value unreadable ({type(err).__name__}); recomputed when needed"
+        if isinstance(document, dict) and "sha256" not in document:
+            if not upgrade:
+                return "unverified", "shared value written before digests (`audit verify --upgrade` adds one)"
+            self.put_shared(path.parent.name, path.stem, document)
+            return "upgraded", "digest added"
+        if not isinstance(document, dict) or not isinstance(document.get("value"), dict) or (
+                document["sha256"] != shared_digest(document["value"])):
+            return "damaged", "shared value fails its digest; recomputed when needed, never trusted"
+        return "verified", ""
 
 
 def shared_digest(value: dict[str, Any]) -> str:

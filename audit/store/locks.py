@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.errors import WorkError
+from audit.store.regular import read_regular_text
 
 
 class RunLocked(Exception):
@@ -53,7 +54,7 @@ def _read_lock(lock: Path) -> dict[str, Any] | None:
     """The lock's record; None when there is no lock, {} when it is empty or garbage (never written by a live
     holder: locks appear whole)."""
     try:
-        info = json.loads(lock.read_text())
+        info = json.loads(read_regular_text(lock))
     except FileNotFoundError:
         return None
     except (OSError, ValueError):

@@ -239,3 +239,34 @@ def test_schema_changes_newer_is_refused_older_reads_unverified(clean):
     assert shown["verified"] is False and shown["integrity"].startswith("unverified")
     assert json.loads(invoke("show", store, sorted(files)[2].stem, "--json").stdout)["verified"] is True
     restore(store, files)
+
+
+def test_fifos_in_place_of_experiment_json_or_a_lock_hang_nothing(clean, zygote, tmp_path):
+    store, files, _ = clean
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy)
+    (copy / "experiment.json").unlink()
+    os.mkfifo(copy / "experiment.json")
+    code, _, stderr = zygote.run("run", "--model", "mlp-1x16", "--train-size", "120", "--variants", "true",
+                                 "--seeds", "1", "--epochs", "1", "--out", copy)
+    assert code == 1 and "experiment.json is unreadable" in stderr and "not a regular file" in stderr, stderr
+    victim = sorted((copy / "runs").glob("*.h5"))[0]
+    os.mkfifo(victim.with_suffix(".lock"))  # garbage in place of a lock: taken over
+    code, stdout, stderr = zygote.run("score", copy, "--measure", "params", "--json")
+    assert code == 0 and all(r["measures"]["params"] for r in json.loads(stdout)["runs"]), stderr
+    assert not victim.with_suffix(".lock").exists()
+
+
+def test_a_damaged_cached_value_is_recomputed_and_said_so(clean):
+    store, files, outputs = clean
+    victim = sorted(files)[0]
+    with h5py.File(victim, "r+") as f:  # an edit through h5py: HDF5's own checksums would pass it
+        f["measures/l2"].attrs["value"] = 3.0
+    report = invoke("report", store, "--json")
+    assert report.exit_code == 1 and f"{victim} is damaged: the cached measure l2 (digest mismatch)" in report.stderr
+    assert "`audit score` recomputes it" in report.stderr
+    result = invoke("score", store, *MEASURES, "--json")
+    assert result.exit_code == 0 and "the cached measure l2 was damaged (digest mismatch); recomputed" in result.stderr
+    assert strip(json.loads(result.stdout)) == strip(outputs["score"])
+    assert strip(json.loads(invoke("report", store, "--json").stdout)) == strip(outputs["report"])  # healed
+    restore(store, files)

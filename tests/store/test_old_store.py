@@ -140,3 +140,18 @@ def test_reading_the_old_store_never_writes(old_store):
     result = CliRunner().invoke(cli.app, ["report", str(old_store)])  # the table, too
     assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
     assert hashes(old_store) == before
+
+
+def test_verify_upgrade_adds_digests_and_changes_no_number(old_store):
+    checked = invoke(["verify", str(old_store), "--json"])
+    assert checked["counts"] == {"unverified": 4, "verified": 1}  # runs and a shared value; experiment.json
+    before = hashes(old_store)
+    assert hashes(old_store) == before  # verify without --upgrade wrote nothing
+    assert invoke(["show", str(old_store), sorted((old_store / "runs").glob("*.h5"))[0].stem, "--json"])[
+        "integrity"].startswith("unverified")
+    assert invoke(["verify", str(old_store), "--upgrade", "--json"])["counts"] == {"upgraded": 4, "verified": 1}
+    assert invoke(["verify", str(old_store), "--json"])["counts"] == {"verified": 5}
+    for name, args in REPORTS.items():
+        new = invoke(["report", str(old_store), "--json", *args])
+        assert_runs_match(stored(name), new)
+        assert_verdicts_match(stored(name)["verdicts"], new)

@@ -86,9 +86,12 @@ def test_a_shared_value_is_checked_against_its_digest(tmp_path):
     store.put_shared("rademacher", "k", {"value": 0.25, "draws": [0.2, 0.3]})
     assert store.get_shared("rademacher", "k") == {"value": 0.25, "draws": [0.2, 0.3]}
     path = store.shared_path("rademacher", "k")
-    assert store.check_shared(path) is None
+    assert store.check_shared(path) == ("verified", "")
     path.write_text(path.read_text().replace("0.25", "0.75"))  # an edit that keeps the JSON valid
     assert store.get_shared("rademacher", "k") is None  # recomputed, never trusted
-    assert "digest mismatch" in store.check_shared(path)
+    assert store.check_shared(path)[0] == "damaged" and "fails its digest" in store.check_shared(path)[1]
     path.write_text(json.dumps({"value": 0.5}))  # written before digests: read as it is
+    assert store.get_shared("rademacher", "k") == {"value": 0.5}
+    assert store.check_shared(path)[0] == "unverified"
+    assert store.check_shared(path, upgrade=True)[0] == "upgraded" and store.check_shared(path)[0] == "verified"
     assert store.get_shared("rademacher", "k") == {"value": 0.5}
