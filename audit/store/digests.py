@@ -47,18 +47,25 @@ def read_parts(f: h5py.File) -> dict[str, Part]:
     return parts
 
 
-def _encoded(value: Any) -> bytes:
+def raw_bytes(array: np.ndarray) -> memoryview | bytes:
+    """An array's bytes in C order, without a copy when it is contiguous already."""
+    flat = np.ascontiguousarray(array).reshape(-1)
+    return memoryview(flat.view(np.uint8)) if flat.size else b""
+
+
+def _pieces(value: Any) -> list[bytes | memoryview]:
+    """What a value contributes to a digest: a header naming its type (and an array's dtype and shape) and its
+    bytes, without copying an array's data."""
     if isinstance(value, np.generic) and not isinstance(value, np.void):
         value = np.asarray(value)  # a scalar dataset reads back as a numpy scalar, written from a 0-d array
     if isinstance(value, np.ndarray):
+        header = f"array:{value.dtype.str}:{value.shape}:".encode()
         if value.dtype == object:  # strings (layer names): each element's text
-            body = b"\0".join(v if isinstance(v, bytes) else str(v).encode() for v in value.ravel())
-        else:
-            body = np.ascontiguousarray(value).tobytes()
-        return f"array:{value.dtype.str}:{value.shape}:".encode() + body
+            return [header, b"\0".join(v if isinstance(v, bytes) else str(v).encode() for v in value.ravel())]
+        return [header, raw_bytes(value)]
     if isinstance(value, np.void):
-        return b"void:" + value.tobytes()
-    return f"{type(value).__name__}:{value!r}".encode()
+        return [b"void:", value.tobytes()]
+    return [f"{type(value).__name__}:{value!r}".encode()]
 
 
 def part_digest(part: Part) -> str:
@@ -67,10 +74,34 @@ def part_digest(part: Part) -> str:
     attrs, arrays = part
     for kind, items in (("attr", attrs), ("data", arrays)):
         for name in sorted(items):
-            for piece in (kind.encode(), name.encode(), _encoded(items[name])):
+            for piece in (kind.encode(), name.encode(), *_pieces(items[name])):
                 digest.update(len(piece).to_bytes(8, "little"))
                 digest.update(piece)
     return digest.hexdigest()
+
+
+def weights_checksum(weights: dict[str, np.ndarray]) -> str:
+    """The checksum schema 1 and 2 files kept of their final weights (attribute weights_sha256)."""
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(name.encode())
+        digest.update(raw_bytes(weights[name]))
+    return digest.hexdigest()
+
+
+def verify_parts(parts: dict[str, Part], schema: Any, stored: Any) -> dict[str, str]:
+    """{part: what is wrong} for a file's parts: against the manifest; for a file from before digests (no
+    manifest, schema below 3), its final weights against their old checksum."""
+    if stored is not None:
+        return damaged_parts(parts, stored)
+    if schema is None:  # not an audit run file: the reader of the record says so
+        return {}
+    if int(schema) >= 3:
+        return {"attrs": "the digest manifest is missing"}
+    expected = parts["attrs"][0].get("weights_sha256")
+    if expected and weights_checksum(parts.get("weights/final", ({}, {}))[1]) != expected:
+        return {"weights/final": "checksum mismatch"}
+    return {}
 
 
 def manifest(parts: dict[str, Part]) -> str:

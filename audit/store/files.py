@@ -24,14 +24,13 @@ from audit.store.digests import (
     MANIFEST,
     STRUCTURE,
     Part,
-    damaged_parts,
     describe,
     manifest,
     plain,
 )
 from audit.store.locks import LOCK_STALE_SECONDS, pid_alive
 from audit.store.reader import READER, ReaderFailed
-from audit.store.record import SCHEMA, STATUSES, RunRecord, weights_checksum
+from audit.store.record import SCHEMA, STATUSES, RunRecord
 from audit.testhooks import pause_point
 
 
@@ -210,39 +209,30 @@ def read_run(path: Path, weights: bool = True, run_id: str | None = None) -> Run
     Without `weights` the weights are verified but not kept."""
     check_regular(path)
     try:
-        decoded = READER.read(path)
+        decoded = READER.read(path, weights)
     except ReaderFailed as err:
         raise BadRunFile(f"{path} is unreadable or corrupt ({err})") from None
     except OSError as err:
         raise BadRunFile(f"{path} cannot be read ({err.strerror or err})") from None
     if decoded[0] != "ok":
         raise BadRunFile(f"{path} is unreadable or corrupt ({decoded[1]})")
-    _, schema, stored, parts = decoded
+    _, schema, verified, damaged, parts = decoded
     try:
-        return _record(path, schema, stored, parts, weights, run_id)
+        return _record(path, schema, verified, damaged, parts, weights, run_id)
     except WorkError:
         raise
     except Exception as err:  # a part of the wrong type or shape: the file is damaged, not the program
         raise BadRunFile(f"{path} is corrupt ({type(err).__name__}: {err})") from None
 
 
-def _record(path: Path, schema: Any, stored: Any, parts: dict[str, Part], weights: bool,
-            run_id: str | None) -> RunRecord:
+def _record(path: Path, schema: Any, verified: bool, damaged: dict[str, str], parts: dict[str, Part],
+            weights: bool, run_id: str | None) -> RunRecord:
     attrs = dict(parts["attrs"][0])
     if schema is None or "spec" not in attrs:
         raise BadRunFile(f"{path} is not an audit run file (no schema or spec attribute)", "move it out of the store")
     if int(schema) > SCHEMA:
         raise NewerSchema(f"{path} has schema {schema}, newer than this audit reads ({SCHEMA}); upgrade audit to "
-                        "read it (if no newer audit wrote it, the file is damaged)")
-    if stored is not None:
-        damaged = damaged_parts(parts, stored)
-    elif int(schema) >= 3:
-        damaged = {"attrs": "the digest manifest is missing"}
-    else:  # written before digests: only the final weights had a checksum
-        damaged = {}
-        expected = attrs.get("weights_sha256")
-        if expected and weights_checksum(parts.get("weights/final", ({}, {}))[1]) != expected:
-            damaged["weights/final"] = "checksum mismatch"
+                          "read it (if no newer audit wrote it, the file is damaged)")
     if "attrs" in damaged or any(part in STRUCTURE for part in damaged):
         part = "attrs" if "attrs" in damaged else next(p for p in damaged if p in STRUCTURE)
         raise BadRunFile(f"{path} is damaged: {describe(part)} ({damaged[part]})")
@@ -261,15 +251,13 @@ def _record(path: Path, schema: Any, stored: Any, parts: dict[str, Part], weight
 
     data_attrs, data_arrays = parts["data"] if usable("data") else ({}, {})
     record = RunRecord(spec=spec, status=status, fitted=fitted, attrs={**attrs, "schema": int(schema)},
-                       data={**data_attrs, **data_arrays}, path=path, verified=stored is not None,
-                       damaged=damaged)
+                       data={**data_attrs, **data_arrays}, path=path, verified=verified, damaged=damaged)
     record.history = parts["history"][1] if usable("history") else {}
     for name, (entry_attrs, detail) in parts.items():
         if name.startswith("measures/") and usable(name):
             record.measures[name.removeprefix("measures/")] = {**entry_attrs, **({"detail": detail} if detail else {})}
         elif name.startswith("weights/kept/") and usable(name):
-            record.kept[name.removeprefix("weights/kept/")] = {"attrs": entry_attrs,
-                                                              "weights": detail if weights else {}}
+            record.kept[name.removeprefix("weights/kept/")] = {"attrs": entry_attrs, "weights": detail}
     if weights:
         record.init = parts["weights/init"][1] if usable("weights/init") else {}
         record.final = parts["weights/final"][1] if usable("weights/final") else {}

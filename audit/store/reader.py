@@ -10,6 +10,7 @@ started on the first read (about 0.2 s) and serves the rest of the command.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import pickle
 import select
@@ -22,7 +23,7 @@ from typing import Any
 
 import h5py
 
-from audit.store.digests import MANIFEST, plain, read_parts
+from audit.store.digests import MANIFEST, plain, read_parts, verify_parts
 
 BASE_SECONDS = 60.0  # a reader that has not answered in this long (plus time for the file's size) is hung
 BYTES_PER_SECOND = 50e6
@@ -32,23 +33,41 @@ class ReaderFailed(Exception):
     """The reader process died or hung decoding a file."""
 
 
-def decode(path: str) -> tuple[Any, ...]:
-    """What a run file holds, as plain values: ('ok', schema, manifest, parts) or ('error', what h5py raised)."""
+def decode(path: str, weights: bool = True) -> tuple[Any, ...]:
+    """A run file decoded and checked: ('ok', schema, has_manifest, damaged parts, parts), the weights and
+    resume state left out of parts unless asked for (they are checked either way); or ('error', what h5py or
+    the check raised)."""
     try:
         with h5py.File(path, "r") as f:
-            return "ok", plain(f.attrs.get("schema")), plain(f.attrs.get(MANIFEST)), read_parts(f)
+            schema, stored = plain(f.attrs.get("schema")), plain(f.attrs.get(MANIFEST))
+            parts = read_parts(f)
+        damaged = verify_parts(parts, schema, stored)
     except Exception as err:  # anything h5py raises on a damaged file is that file's error
         return "error", f"{type(err).__name__}: {err}"
+    if not weights:
+        parts = {name: (attrs, {} if name.startswith(("weights/", "resume")) else arrays)
+                 for name, (attrs, arrays) in parts.items()}
+    return "ok", schema, stored is not None, damaged, parts
+
+
+def _send(sink: Any, message: Any) -> None:
+    """A pickle and its out-of-band buffers (array data, not copied into the pickle), each length-prefixed."""
+    buffers: list[pickle.PickleBuffer] = []
+    payload = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
+    sink.write(len(payload).to_bytes(8, "little") + len(buffers).to_bytes(8, "little") + payload)
+    for buffer in buffers:
+        raw = buffer.raw()
+        sink.write(raw.nbytes.to_bytes(8, "little"))
+        sink.write(raw)
+    sink.flush()
 
 
 def serve() -> None:
-    """The reader's loop: a length-prefixed path in on stdin, a length-prefixed pickle out on stdout."""
+    """The reader's loop: a request (weights flag, length-prefixed path) on stdin, the answer on stdout."""
     source, sink = sys.stdin.buffer, sys.stdout.buffer
-    while header := source.read(8):
-        path = os.fsdecode(source.read(int.from_bytes(header, "little")))
-        payload = pickle.dumps(decode(path), protocol=pickle.HIGHEST_PROTOCOL)
-        sink.write(len(payload).to_bytes(8, "little") + payload)
-        sink.flush()
+    while header := source.read(9):
+        path = os.fsdecode(source.read(int.from_bytes(header[1:], "little")))
+        _send(sink, decode(path, weights=header[0] == 1))
 
 
 class Reader:
@@ -60,26 +79,33 @@ class Reader:
 
     def _start(self) -> subprocess.Popen:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        return subprocess.Popen([sys.executable, "-c", "from audit.store.reader import serve; serve()"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        process = subprocess.Popen([sys.executable, "-c", "from audit.store.reader import serve; serve()"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        try:  # a 1 MiB pipe instead of 64 KiB: a large file's weights in fewer, larger reads (Linux)
+            fcntl.fcntl(process.stdout.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+        except OSError:
+            pass
+        return process
 
-    def _receive(self, count: int, deadline: float) -> bytes:
+    def _receive(self, count: int, deadline: float) -> bytearray:
+        """count bytes from the reader, read straight into one buffer; ReaderFailed if it dies or hangs."""
         assert self.process is not None and self.process.stdout is not None
-        chunks, fd = [], self.process.stdout.fileno()
-        while count:
+        fd, out = self.process.stdout.fileno(), bytearray(count)
+        view, filled = memoryview(out), 0
+        while filled < count:
             ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 raise ReaderFailed(f"decoding it did not finish in {BASE_SECONDS:.0f} s")
-            chunk = os.read(fd, min(count, 1 << 20))
-            if not chunk:
+            got = os.readv(fd, [view[filled:]])
+            if not got:
                 code = self.process.wait()
                 raise ReaderFailed(f"decoding it crashed the HDF5 library (signal {-code})" if code < 0
                                    else f"decoding it stopped the reader (exit {code})")
-            chunks.append(chunk)
-            count -= len(chunk)
-        return b"".join(chunks)
+            filled += got
+        return out
 
-    def read(self, path: Path) -> tuple[Any, ...]:
+    def read(self, path: Path, weights: bool = True) -> tuple[Any, ...]:
+        """decode(path, weights), done by the reader process."""
         with self.lock:
             if self.process is None or self.process.poll() is not None:
                 self.process = self._start()
@@ -87,16 +113,19 @@ class Reader:
             name = os.fsencode(os.path.abspath(path))  # the reader keeps the directory it started in
             try:
                 assert self.process.stdin is not None
-                self.process.stdin.write(len(name).to_bytes(8, "little") + name)
+                self.process.stdin.write(bytes([weights]) + len(name).to_bytes(8, "little") + name)
                 self.process.stdin.flush()
-                size = int.from_bytes(self._receive(8, deadline), "little")
-                return pickle.loads(self._receive(size, deadline))
+                header = self._receive(16, deadline)
+                size, count = int.from_bytes(header[:8], "little"), int.from_bytes(header[8:], "little")
+                payload = self._receive(size, deadline)
+                buffers = [self._receive(int.from_bytes(self._receive(8, deadline), "little"), deadline)
+                           for _ in range(count)]
+                return pickle.loads(payload, buffers=buffers)
             except (ReaderFailed, OSError) as err:
                 self.process.kill()
                 self.process.wait()
                 self.process = None
                 raise ReaderFailed(str(err) if isinstance(err, ReaderFailed) else "the reader process failed") from None
-
 
     def close(self) -> None:
         """End the reader (it also ends by itself when this process exits and its stdin closes)."""

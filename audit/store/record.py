@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,14 +38,6 @@ class RunRecord:
     @property
     def run_id(self) -> str:
         return self.spec.run_id
-
-
-def weights_checksum(weights: dict[str, np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(weights):
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(weights[name]).tobytes())
-    return digest.hexdigest()
 
 
 def cache_key(name: str, at: str | None) -> str:

@@ -15,6 +15,7 @@ the rest train one at a time.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import math
 import time
@@ -48,11 +49,18 @@ def batchable(spec: RunSpec) -> bool:
     """Whether the run can train inside a batched group."""
     if spec.optimizer != "sgd" or spec.dropout > 0 or spec.augment != "none":
         return False
+    return not _has_batch_norm(spec.model)
+
+
+@functools.lru_cache(maxsize=256)
+def _has_batch_norm(model_name: str) -> bool:
+    """Whether the model has batch norm (its per-run state does not vmap); built once per name (inception-v3
+    takes most of a second)."""
     try:
-        model = build_model(spec.model, (1, 8, 8), 10)
+        model = build_model(model_name, (1, 8, 8), 10)
     except UsageError:  # a model for larger or RGB images only (inception-v3): it has batch norm anyway
-        return False
-    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        return True
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def group_key(spec: RunSpec) -> tuple:
