@@ -75,6 +75,8 @@ def quick_run(tmp_path_factory) -> tuple[Path, dict]:
 ZYGOTE = r"""
 import json, os, sys
 import cli  # every import paid once; nothing computed here, so no thread pool is forked
+import torch
+torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)  # its first construction imports torch._dynamo (3 s)
 for line in sys.stdin:
     request = json.loads(line)
     if "poll" in request:

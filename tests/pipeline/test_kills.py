@@ -22,6 +22,15 @@ GRID = ["--model", "mlp-1x64", "--train-size", "64", "--lr", "0.2", "--variants"
         "true,corrupt:0.5,random-labels,gaussian", "--seeds", "1", "--epochs", "40", "--checkpoint-every", "1",
         "--measure", "l2", "--json"]
 TIMEOUT = 120
+TRAINERS = ("batched", "sequential")
+
+
+def grid(trainer):
+    """The batched grid, or two of its runs trained one at a time (--no-batch)."""
+    if trainer == "batched":
+        return GRID
+    variants = GRID.index("--variants") + 1
+    return [*GRID[:variants], "true,gaussian", *GRID[variants + 1:], "--no-batch"]
 
 
 def kill_at(zygote, point, *args):
@@ -63,9 +72,9 @@ def assert_same(expected, got, point):
 def references(tmp_path_factory, zygote):
     """The grid trained without a kill, batched and run by run."""
     out = {}
-    for trainer, extra in (("batched", ()), ("sequential", ("--no-batch",))):
+    for trainer in TRAINERS:
         store = tmp_path_factory.mktemp("reference") / trainer
-        code, _, stderr = zygote.run("run", *GRID, *extra, "--out", store)
+        code, _, stderr = zygote.run("run", *grid(trainer), "--out", store)
         assert code == 0, stderr
         out[trainer] = contents(store)
     assert {run["trainer"] for run in out["batched"].values()} == {"batched"}
@@ -93,10 +102,10 @@ POINTS = [
 
 @pytest.mark.parametrize("trainer, point", POINTS)
 def test_a_kill_at_any_pause_point_resumes_to_the_uninterrupted_run(tmp_path, zygote, references, trainer, point):
-    extra = ("--no-batch",) if trainer == "sequential" else ()
     store = tmp_path / "killed"
-    kill_at(zygote, point, "run", *GRID, *extra, "--out", store)
-    code, _, stderr = zygote.run("run", *GRID, "--out", store)  # without --no-batch: each run keeps its trainer
+    kill_at(zygote, point, "run", *grid(trainer), "--out", store)
+    resumed = [a for a in grid(trainer) if a != "--no-batch"]  # without --no-batch: each run keeps its trainer
+    code, _, stderr = zygote.run("run", *resumed, "--out", store)
     assert code == 0 and "Traceback" not in stderr, stderr
     assert_same(references[trainer], contents(store), point)
     assert not list((store / "runs").glob("*.tmp*")) and not list((store / "runs").glob("*.lock"))
