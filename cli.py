@@ -269,14 +269,14 @@ def show(
 @guarded
 def verify(
     store: Annotated[Optional[Path], typer.Argument(help="Store directory (default: the latest under ./audit-runs).")] = None,
-    upgrade: Annotated[bool, typer.Option("--upgrade", help="Add digests to run files written before them "
+    upgrade: Annotated[bool, typer.Option("--upgrade", help="Add digests to files written before them "
                                                             "(under each run's lock); damaged files stay as they are.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Check every file of a store end to end: each run file read whole, every part (attributes, history,
     fitted data, init, final and kept weights, resume state, each cached measure) against its digest, each
-    file's run id against its name, and experiment.json's shape. Prints the files that are not verified;
-    exit 1 if any is damaged or unreadable. Writes nothing unless --upgrade."""
+    file's run id against its name, experiment.json's shape and the shared values under cache/. Prints the
+    files that are not verified; exit 1 if any is damaged or unreadable. Writes nothing unless --upgrade."""
     checked = verify_store(store, upgrade)
     render_items.print_verify(checked.document(), as_json)
     raise typer.Exit(1 if checked.damaged else 0)
