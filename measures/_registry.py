@@ -7,6 +7,7 @@ reason when it is not defined for that run. Register one with @measure(...).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ class Measure:
     settings: dict[str, Any] = field(default_factory=dict)
     version: int = 1
     default: bool = True  # part of the default set that `audit run` scores
+    plugin: dict[str, str] | None = None  # a plugin's measure: its module, file and the hash of its source
 
     def metadata(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "needs": list(self.needs),
@@ -59,7 +61,8 @@ MEASURES = Registry("measure")
 
 def check_metadata(name: str, family: str, needs: tuple[str, ...], direction: int, cost: str) -> None:
     """A UsageError naming the measure and the first bad keyword (checked always, never by assert)."""
-    problems = [(family in FAMILIES, f"family '{family}' is not one of {', '.join(FAMILIES)}"),
+    problems = [(isinstance(family, str) and bool(family.strip()) and family.isprintable(),
+                 f"family must be a name: one of {', '.join(FAMILIES)} or a new one, got {family!r}"),
                 (set(needs) <= set(NEEDS), f"needs {tuple(needs)} must be drawn from {', '.join(NEEDS)}"),
                 (direction in (1, -1), f"direction must be 1 (larger = more complex) or -1, got {direction!r}"),
                 (cost in COSTS, f"cost '{cost}' is not one of {', '.join(COSTS)}")]
@@ -75,11 +78,25 @@ def measure(name: str, *, family: str, needs: tuple[str, ...], direction: int, c
     check_metadata(name, family, needs, direction, cost)
 
     def register(fn: Callable[..., float]) -> Callable[..., float]:
+        check_signature(name, fn, settings or {})
         MEASURES.add(name, Measure(name, fn, family, tuple(needs), direction, cost, reference, formula, log,
-                                   invariant, dict(settings or {}), version, default), origin=origin_of(fn, 2))
+                                   invariant, dict(settings or {}), version, default),
+                     origin=origin_of(fn, 2))
         return fn
 
     return register
+
+
+def check_signature(name: str, fn: Callable[..., Any], settings: dict[str, Any]) -> None:
+    """A UsageError unless fn can be called as fn(ctx, **settings), as evaluate calls it."""
+    try:
+        inspect.signature(fn).bind(None, **settings)
+    except TypeError as err:
+        keys = "".join(f", {key}=..." for key in settings)
+        raise UsageError(f"measure '{name}': its function must take (ctx{keys}), the context and its settings as "
+                         f"keywords ({err})") from None
+    except ValueError:  # no signature to read (a builtin): called as it is
+        pass
 
 
 @dataclass
@@ -136,7 +153,10 @@ def get(name: str) -> Measure:
 
 
 def names(default_only: bool = False) -> list[str]:
-    ordered = sorted(MEASURES.values(), key=lambda m: FAMILIES.index(m.family))  # stable: registration order within
+    def rank(m: Measure) -> int:  # the built-in families in their order, then plugins' new ones
+        return FAMILIES.index(m.family) if m.family in FAMILIES else len(FAMILIES)
+
+    ordered = sorted(MEASURES.values(), key=rank)  # stable: registration order within a family
     return [m.name for m in ordered if m.default or not default_only]
 
 

@@ -1,0 +1,102 @@
+"""Plugins load from a file, a module or AUDIT_PLUGINS, register like the built-ins, and a bad one is one line
+naming the plugin, where it failed and the fix, with nothing of it left registered."""
+
+import hashlib
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import measures
+from audit.errors import UsageError
+from audit.pipeline import plugins
+
+GOOD = '''
+import torch
+from measures import measure
+
+
+@measure("sum-abs", family="my-family", needs=("weights",), direction=1, cost="instant",
+         reference="a test plugin", formula="sum of |w| over the weight matrices", settings={"power": 1.0})
+def sum_abs(ctx, power):
+    return float(sum(p.detach().abs().pow(power).sum() for n, p in ctx.model.named_parameters()
+                     if n.endswith("weight")))
+'''
+
+
+@pytest.fixture(autouse=True)
+def registries_restored():
+    """Whatever a test's plugins register is gone after it (the registries are the process's)."""
+    before = [set(registry.names()) for registry in plugins.REGISTRIES]
+    yield
+    plugins._forget(before)
+    plugins.LOADED.clear()
+
+
+def write(folder, name, text):
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_a_plugin_file_registers_a_measure_that_computes_like_numpy(tmp_path):
+    path = write(tmp_path, "mine.py", GOOD)
+    plugin = plugins.load(str(path))
+    assert plugin.file == str(path.resolve())
+    assert plugin.source_sha256 == hashlib.sha256(b"mine.py\0" + path.read_bytes()).hexdigest()
+    entry = measures.get("sum-abs")
+    assert entry.family == "my-family" and entry.plugin == plugin.record()
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    weights = [model[0].weight.detach().numpy(), model[2].weight.detach().numpy()]
+    value = measures.compute(model, ["sum-abs"], settings={"sum-abs": {"power": 2.0}})["sum-abs"]
+    assert value == pytest.approx(sum(float((w.astype(np.float64) ** 2).sum()) for w in weights), rel=1e-6)
+    assert plugins.load(str(path)) is plugin  # loaded once
+
+
+def test_a_plugin_module_on_the_path_is_loaded_by_name(tmp_path, monkeypatch):
+    write(tmp_path, "their_measures.py", GOOD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugins.load("their_measures")
+    assert measures.get("sum-abs").plugin["module"] == "their_measures"
+
+
+BAD = {
+    "syntax": ("def broken(:\n", r"syntax error at .*bad\.py:1"),
+    "import": ("import no_such_module_anywhere\n", r"importing it raised ModuleNotFoundError.*bad\.py:1"),
+    "duplicate": (GOOD.replace('"sum-abs"', '"l2"'), r"measure 'l2' is registered twice"),
+    "signature": (GOOD.replace("def sum_abs(ctx, power):", "def sum_abs():"), r"must take \(ctx, power=\.\.\.\)"),
+    "needs": (GOOD.replace('needs=("weights",)', 'needs=("labels",)'), r"needs \('labels',\) must be drawn"),
+    "cost": (GOOD.replace('cost="instant"', 'cost="cheap"'), r"cost 'cheap' is not one of"),
+    "direction": (GOOD.replace("direction=1", "direction=2"), r"direction must be 1"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD))
+def test_a_bad_plugin_is_one_line_naming_it_and_leaves_nothing_registered(tmp_path, kind):
+    text, message = BAD[kind]
+    first = GOOD.replace('"sum-abs"', '"registered-first"').replace("def sum_abs", "def first")
+    path = write(tmp_path, "bad.py", first + "\n" + text)  # a good measure before the bad part
+    with pytest.raises(UsageError, match=message) as caught:
+        plugins.load(str(path))
+    assert str(caught.value).startswith(f"plugin {path}:") and "\n" not in str(caught.value)
+    assert "registered-first" not in measures.names() and "sum-abs" not in measures.names()
+    assert measures.get("l2").plugin is None  # the built-in is untouched
+
+
+def test_a_missing_plugin_is_named(tmp_path):
+    with pytest.raises(UsageError, match="no such file"):
+        plugins.load(str(tmp_path / "none.py"))
+    with pytest.raises(UsageError, match="no module of that name"):
+        plugins.load("no_such_plugin_module")
+
+
+def test_audit_plugins_loads_good_ones_and_warns_of_bad_ones(tmp_path, monkeypatch):
+    good, bad = write(tmp_path, "good.py", GOOD), write(tmp_path, "bad.py", "raise RuntimeError('boom')\n")
+    monkeypatch.setenv("AUDIT_PLUGINS", f"{bad}:{good}")
+    warnings = plugins.load_plugins([])
+    assert "sum-abs" in measures.names()
+    assert len(warnings) == 1 and str(bad) in warnings[0] and "RuntimeError: boom" in warnings[0]
+    assert "found through AUDIT_PLUGINS" in warnings[0] and "\n" not in warnings[0]
+    with pytest.raises(UsageError, match="boom"):  # given explicitly, the same plugin is an error
+        plugins.load_plugins([str(bad)])
