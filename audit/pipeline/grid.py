@@ -91,8 +91,8 @@ def pending_groups(store: Store, specs: list[RunSpec], ops: Operational) -> Pend
             aside = set_aside(path)
             pending.notices.append(f"retraining run {spec.run_id} from scratch: {found.reason}; the damaged file "
                                    f"is kept as {aside.name}")
-        if found.state in ("complete", "diverged"):
-            pending.records.append(read_run(path, weights=False))
+        if found.state in ("complete", "diverged") and found.record is not None:
+            pending.records.append(found.record)
         elif spec.model.startswith(KERNEL_PREFIX):
             pending.groups.append(TrainingGroup("kernel", [spec]))  # fitted one at a time
         elif ops.ddp:

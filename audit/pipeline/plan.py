@@ -11,6 +11,7 @@ from audit.spec.experiment import ExperimentSpec
 from audit.spec.overrides import shard_of
 from audit.store.digests import damage_line
 from audit.store.files import BadRunFile, NewerSchema, read_run
+from audit.store.record import RunRecord
 
 TRAINERS = ("batched", "sequential")  # the trainer path a run was started with (the run file's `trainer`)
 
@@ -24,6 +25,7 @@ class FileState:
     state: str
     reason: str | None = None
     trainer: str | None = None
+    record: RunRecord | None = None  # the run as read (weights verified, not kept), when it is usable
 
 
 def inspect_run(path: Path) -> FileState:
@@ -32,7 +34,7 @@ def inspect_run(path: Path) -> FileState:
     if not path.exists() and not path.is_symlink():
         return FileState("new")
     try:
-        record = read_run(path, weights=True, run_id=path.stem)
+        record = read_run(path, weights=False, run_id=path.stem)  # the reader checks the weights either way
     except NewerSchema as err:
         return FileState("newer", str(err))
     except BadRunFile as err:
@@ -44,7 +46,7 @@ def inspect_run(path: Path) -> FileState:
     if trained:
         damaged = damage_line({part: record.damaged[part] for part in trained})
         return FileState("corrupt", f"{path} is damaged: {damaged}", trainer)
-    return FileState(record.status, None, trainer if trainer in TRAINERS else None)
+    return FileState(record.status, None, trainer if trainer in TRAINERS else None, record)
 
 
 def run_state(path: Path) -> str:

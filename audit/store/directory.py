@@ -84,18 +84,7 @@ class Store:
         """A value shared across the store's runs (a Rademacher refit of one input set), or None when there is
         none or it fails its digest (it is then recomputed, never trusted). Files written before digests are
         read as they are."""
-        try:
-            document = json.loads(read_regular_text(self.shared_path(kind, key)))
-        except (OSError, ValueError):
-            return None
-        if not isinstance(document, dict):
-            return None
-        if "sha256" not in document:
-            return document
-        value = document.get("value")
-        if not isinstance(value, dict) or document["sha256"] != shared_digest(value):
-            return None
-        return value
+        return _shared_value(self.shared_path(kind, key))[1]
 
     def put_shared(self, kind: str, key: str, value: dict[str, Any]) -> None:
         path = self.shared_path(kind, key)
@@ -109,19 +98,30 @@ class Store:
     def check_shared(self, path: Path, upgrade: bool = False) -> tuple[str, str]:
         """(state, message) of a shared value's file: verified, unverified (written before digests; given one
         with upgrade), or damaged (unreadable or failing its digest: recomputed when needed, never trusted)."""
-        try:
-            document = json.loads(read_regular_text(path))
-        except (OSError, ValueError) as err:
-            return "damaged", f"shared value unreadable ({type(err).__name__}); recomputed when needed"
-        if isinstance(document, dict) and "sha256" not in document:
-            if not upgrade:
-                return "unverified", "shared value written before digests (`audit verify --upgrade` adds one)"
-            self.put_shared(path.parent.name, path.stem, document)
+        state, value = _shared_value(path)
+        if state == "unverified" and upgrade and value is not None:
+            self.put_shared(path.parent.name, path.stem, value)
             return "upgraded", "digest added"
-        if not isinstance(document, dict) or not isinstance(document.get("value"), dict) or (
-                document["sha256"] != shared_digest(document["value"])):
-            return "damaged", "shared value fails its digest; recomputed when needed, never trusted"
-        return "verified", ""
+        return state, {"verified": "", "damaged": "shared value unreadable, or it fails its digest; recomputed "
+                       "when needed, never trusted", "unverified": "shared value written before digests (`audit verify "
+                       "--upgrade` adds one)"}[state]
+
+
+def _shared_value(path: Path) -> tuple[str, dict[str, Any] | None]:
+    """A shared value's file as (verified | unverified | damaged, its value or None); a missing file is
+    damaged with no value, which every caller treats as nothing cached."""
+    try:
+        document = json.loads(read_regular_text(path))
+    except (OSError, ValueError):
+        return "damaged", None
+    if not isinstance(document, dict):
+        return "damaged", None
+    if "sha256" not in document:
+        return "unverified", document
+    value = document.get("value")
+    if not isinstance(value, dict) or document["sha256"] != shared_digest(value):
+        return "damaged", None
+    return "verified", value
 
 
 def shared_digest(value: dict[str, Any]) -> str:
