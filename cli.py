@@ -20,6 +20,7 @@ from audit.judge.rows import run_rows
 from audit.pipeline import catalogue
 from audit.pipeline.importer import import_model
 from audit.pipeline.plan import plan_items
+from audit.pipeline.plugins import load_plugins
 from audit.pipeline.report import classes_of, load_report, show_run
 from audit.pipeline.run import RunOptions, prepare_run, run_experiment
 from audit.pipeline.score import Scored, score_runs
@@ -57,6 +58,8 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            for warning in load_plugins(kwargs.get("plugin") or []):  # AUDIT_PLUGINS, entry points, --plugin
+                print(f"audit: warning: {one_line(warning)}", file=sys.stderr)
             return command(*args, **kwargs)
         except UsageError as err:
             print(f"audit: error: {one_line(err)}", file=sys.stderr)
@@ -87,6 +90,9 @@ def main_options(
 
 # ---------------------------------------------------------------- shared options
 
+PluginOpt = Annotated[list[str], typer.Option(
+    "--plugin", help="A measure plugin: a .py file or an importable module that registers with "
+                     "measures.measure (repeatable; also AUDIT_PLUGINS and the audit.plugins entry points).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
 CorrectionOpt = Annotated[str, typer.Option(help="Multiple-testing correction of the p-values: holm, bh or none.")]
 CsvOpt = Annotated[Optional[Path], typer.Option("--csv", help="Also write every statistic, a row per measure and "
@@ -160,6 +166,7 @@ def run(
                                                     "torchrun launch; rank 0 writes the store.")] = False,
     plan: Annotated[bool, typer.Option("--plan", help="Validate and list the runs the experiment would train, "
                                                       "with their state in the store; train nothing.")] = False,
+    plugin: PluginOpt = [],
     as_json: JsonOpt = False,
 ) -> None:
     """Train every run of an experiment into its store (skipping complete runs, resuming the rest),
@@ -193,6 +200,7 @@ def score(
     correction: CorrectionOpt = "holm",
     csv: CsvOpt = None,
     markdown: MarkdownOpt = False,
+    plugin: PluginOpt = [],
     as_json: JsonOpt = False,
 ) -> None:
     """Compute measures on every complete run of a store, cache them in the run files, and print them
@@ -214,6 +222,7 @@ def report_command(
     correction: CorrectionOpt = "holm",
     csv: CsvOpt = None,
     markdown: MarkdownOpt = False,
+    plugin: PluginOpt = [],
     as_json: JsonOpt = False,
 ) -> None:
     """Print the runs and verdicts of a store from its cached measures (computes nothing): per measure, the
@@ -239,6 +248,7 @@ def plot(
     fmt: Annotated[str, typer.Option("--format", help="png, svg or pdf.")] = "png",
     measure: Annotated[list[str], typer.Option(help="Also plot this measure against p (repeatable; default: "
                                                      "every cached measure).")] = [],
+    plugin: PluginOpt = [],
 ) -> None:
     """Write the paper's Figure 1 panels from a store (1a training loss against steps per variant, 1b time to
     fit relative to true labels against p, 1c test error against p with chance marked) and each measure
@@ -258,6 +268,7 @@ def plot(
 @guarded
 def show(
     args: Annotated[list[str], typer.Argument(help="[STORE] RUN_ID", metavar="[STORE] RUN_ID")],
+    plugin: PluginOpt = [],
     as_json: JsonOpt = False,
 ) -> None:
     """Print one run: spec, status, history summary and cached measures."""
@@ -371,7 +382,7 @@ def listing_command(kind: str) -> None:
 
     @list_app.command(kind, help=listing.help)
     @guarded
-    def command(as_json: JsonOpt = False) -> None:
+    def command(plugin: PluginOpt = [], as_json: JsonOpt = False) -> None:
         render_items.print_items(catalogue.list_items(kind), as_json, listing.columns, note=listing.note)
 
 
@@ -381,6 +392,7 @@ listing_command("models")
 @list_app.command("measures", help=catalogue.LISTINGS["measures"].help)
 @guarded
 def list_measures(
+    plugin: PluginOpt = [],
     as_json: JsonOpt = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the catalogue page (docs/measures.md).")] = False,
 ) -> None:

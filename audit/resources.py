@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from audit.errors import WorkError
@@ -35,3 +36,10 @@ def check_memory(name: str, needed: int, device: Any, hint: str, what: str | Non
     if needed > 0.8 * available:
         raise TooLarge(f"{what or f'measure {name}'} would need about {needed / 2**30:.3g} GiB on {device}, "
                        f"{available / 2**30:.3g} GiB available; {hint}")
+
+
+def cache_dir(*parts: str) -> Path:
+    """Where audit caches what it trains for itself (`audit check`'s runs, the benchmark's suite):
+    AUDIT_CACHE_DIR, default ~/.cache/audit; `parts` name a folder under it."""
+    root = Path(os.environ.get("AUDIT_CACHE_DIR") or Path.home() / ".cache" / "audit")
+    return root.joinpath(*parts)
