@@ -236,7 +236,7 @@ def report_command(
     if paper is not None:
         render_items.print_paper(paper, compare(paper, rows), as_json)
     else:
-        emit(str(scored.root), rows, scored.judged, scored.errors, output, list(measure))
+        emit(str(scored.root), rows, scored.judged, scored.errors, output, list(measure), scored.notices)
     raise typer.Exit(1 if scored.errors else 0)
 
 
@@ -259,7 +259,7 @@ def plot(
     for path in write_figures(scored.records, rows, scored.names, check_out(out) or scored.root / "figures", fmt,
                               classes_of(scored.records)):
         print(path)
-    for line in scored.errors:
+    for line in scored.notices + scored.errors:
         print(f"audit: {line}", file=sys.stderr)
     raise typer.Exit(1 if scored.errors else 0)
 

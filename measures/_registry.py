@@ -10,8 +10,10 @@ from __future__ import annotations
 import inspect
 import math
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,7 +55,7 @@ class Measure:
                 "direction": "larger = more complex" if self.direction > 0 else "smaller = more complex",
                 "cost": self.cost, "log": self.log, "invariant": self.invariant,
                 "settings": dict(self.settings), "version": self.version, "default": self.default,
-                "reference": self.reference, "formula": self.formula}
+                "reference": self.reference, "formula": self.formula, "plugin": self.plugin}
 
 
 MEASURES = Registry("measure")
@@ -194,13 +196,27 @@ def evaluate(ctx: Context, name: str, overrides: dict[str, Any] | None = None) -
         raise
     except Exception as error:  # a bug or a model the measure does not handle: this run only
         first_line = (str(error).strip().splitlines() or [""])[0]
-        return Result(None, time.perf_counter() - start, f"failed: {type(error).__name__}: {first_line}",
-                      failed=True)
+        return Result(None, time.perf_counter() - start,
+                      f"failed: {type(error).__name__}: {first_line} (at {raised_at(error, measure_)})", failed=True)
     seconds = time.perf_counter() - start
     detail = ctx.cache.pop(f"detail:{name}", {})
     if not math.isfinite(value):
         return Result(None, seconds, f"not finite ({value})", detail)
     return Result(value, seconds, None, detail)
+
+
+def raised_at(error: BaseException, measure_: Measure) -> str:
+    """file:line of the measure's own code where the error arose: the deepest frame in the file that defines the
+    measure (a plugin's package: any of its files), else the deepest frame."""
+    frames = traceback.extract_tb(error.__traceback__)
+    try:
+        home = Path(measure_.plugin["file"] if measure_.plugin else inspect.getfile(measure_.fn))
+    except TypeError:  # no source file (a builtin or a partial): the deepest frame
+        home = Path(frames[-1].filename)
+    home = home.parent if home.name == "__init__.py" else home
+    own = [f for f in frames if Path(f.filename) == home or Path(f.filename).is_relative_to(home)]
+    frame = (own or frames)[-1]
+    return f"{frame.filename}:{frame.lineno}"
 
 
 def compute(model: nn.Module, names_: list[str], train: tuple[torch.Tensor, torch.Tensor] | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +17,61 @@ from audit.store.record import RunRecord
 
 
 def cached_names(records: list[RunRecord], at: str | None = None) -> list[str]:
-    """The registered measures cached in any of the records (at the keep point `at`), in registry order."""
-    suffix = "" if at is None else f"@{at}"
-    stored = {key[: len(key) - len(suffix)] for r in records for key in r.measures if key.endswith(suffix)}
-    return [n for n in measures.names() if n in stored]
+    """The measures cached in any of the records (at the keep point `at`): the registered ones in registry
+    order, then those no loaded plugin registers, by name."""
+    stored = {key.split("@")[0] for r in records for key in r.measures if key.partition("@")[2] == (at or "")}
+    registered = [n for n in measures.names() if n in stored]
+    return registered + sorted(stored - set(registered))
+
+
+def cached_meta(records: list[RunRecord], name: str) -> dict[str, Any]:
+    """What a cached value recorded of its measure: direction, family, log, plugin (from the first run that
+    recorded them; values written before they were recorded give {})."""
+    for record in records:
+        for key, entry in record.measures.items():
+            if key.split("@")[0] == name and entry.get("direction") in (1, -1):
+                return {"direction": int(entry["direction"]), "family": str(entry.get("family", "?")),
+                        "log": bool(entry.get("log", False)), "plugin": json.loads(entry.get("plugin") or "null")}
+    return {}
+
+
+def judged_cached(records: list[RunRecord], names: list[str]) -> tuple[list[str], dict[str, dict[str, Any]],
+                                                                          list[str]]:
+    """The names that can be judged, what judging needs of each and one notice per measure judged without its
+    plugin loaded (by its cached direction), from a changed plugin, or left out for lack of a direction."""
+    kept, judged, notices = [], {}, []
+    for name in names:
+        meta = cached_meta(records, name)
+        if name in measures.MEASURES:
+            kept.append(name)
+            judged.update(measures.judged([name]))
+            current = (measures.get(name).plugin or {}).get("source_sha256")
+            if meta.get("plugin") and meta["plugin"].get("source_sha256") != current:
+                notices.append(f"measure {name}: cached values come from another version of its plugin "
+                               f"({meta['plugin']['file']}); `audit score --measure {name}` recomputes them")
+        elif meta:
+            kept.append(name)
+            judged[name] = {k: meta[k] for k in ("direction", "family", "log")}
+            source = f"plugin {meta['plugin']['file']}" if meta["plugin"] else "a measure"
+            notices.append(f"measure {name}: from {source}, which is not loaded; judged from its cached values and "
+                           f"their recorded direction ({meta['direction']:+d}); --plugin loads it")
+        else:
+            notices.append(f"measure {name}: cached values without a recorded direction and no loaded measure of "
+                           f"that name; left out (load its plugin with --plugin)")
+    return kept, judged, notices
 
 
 def load_report(store: Path | None, measure: list[str], at: str | None = None) -> Scored:
     """Every readable run of the store (the latest under ./audit-runs when None) with the measures named, or
-    every cached one; one error line per unreadable run file."""
+    every cached one; one error line per unreadable run file, one notice per measure judged without its plugin."""
     target = open_store(store)
-    for name in measure:
-        measures.get(name)
     records, errors = open_for_report(target)
-    names = list(dict.fromkeys(measure)) or cached_names(records, at)
-    return Scored(target.root, records, names, measures.judged(names), errors, at)
+    cached = cached_names(records, at)
+    for name in measure:
+        if name not in cached:
+            measures.get(name)  # an unknown name: one line with the closest ones
+    names, judged, notices = judged_cached(records, list(dict.fromkeys(measure)) or cached)
+    return Scored(target.root, records, names, judged, errors, at, notices=notices)
 
 
 def classes_of(records: list[RunRecord]) -> int:

@@ -57,11 +57,32 @@ def context_for(record: RunRecord, ops: Operational, at: str | None = None) -> m
 
 
 def is_cached(record: RunRecord, name: str, settings: dict[str, Any], at: str | None = None) -> bool:
+    """A usable cached value: same measure version and settings, and for a plugin's measure the same plugin
+    source (a changed plugin recomputes)."""
     entry = record.measures.get(cache_key(name, at))
     if entry is None or entry.get("failed"):
         return False
-    return (int(entry.get("version", -1)) == measures.get(name).version
-            and json.loads(entry.get("settings", "{}")) == settings)
+    measure = measures.get(name)
+    return (int(entry.get("version", -1)) == measure.version
+            and json.loads(entry.get("settings", "{}")) == settings
+            and plugin_sha256(entry) == (measure.plugin or {}).get("source_sha256"))
+
+
+def plugin_sha256(entry: dict[str, Any]) -> str | None:
+    """The source hash of the plugin a cached value came from (None for a built-in's value)."""
+    plugin = json.loads(entry.get("plugin") or "null")
+    return plugin.get("source_sha256") if plugin else None
+
+
+def cache_entry(name: str, result: measures.Result, settings: dict[str, Any]) -> dict[str, Any]:
+    """A cached value with what judging it needs without the measure loaded: direction, family, log, and for
+    a plugin's measure the plugin (module, file, source hash)."""
+    measure = measures.get(name)
+    return {"value": result.value, "seconds": result.seconds, "version": measure.version,
+            "settings": json.dumps(settings, sort_keys=True), "reason": result.reason,
+            "failed": True if result.failed else None, "direction": measure.direction, "family": measure.family,
+            "log": measure.log, "plugin": json.dumps(measure.plugin, sort_keys=True) if measure.plugin else None,
+            "detail": {k: np.asarray(v) for k, v in result.detail.items()}}
 
 
 @dataclass
@@ -157,12 +178,8 @@ def _score_locked(path: Path, todo: list[str], settings: dict[str, dict[str, Any
         return record
     ctx = context_for(record, ops, at)
     for name in todo:
-        result = measures.evaluate(ctx, name, settings[name])
-        record.measures[cache_key(name, at)] = {
-            "value": result.value, "seconds": result.seconds, "version": measures.get(name).version,
-            "settings": json.dumps(settings[name], sort_keys=True), "reason": result.reason,
-            "failed": True if result.failed else None,
-            "detail": {k: np.asarray(v) for k, v in result.detail.items()}}
+        record.measures[cache_key(name, at)] = cache_entry(name, measures.evaluate(ctx, name, settings[name]),
+                                                          settings[name])
     write_run(path, record, "measures")
     return record
 
