@@ -14,7 +14,7 @@ from torch import nn
 
 from audit.errors import UsageError
 from audit.models.zoo import MLP_PATTERN, alexnet_small, inception_small, inception_v3, mlp
-from audit.registry import Registry
+from audit.registry import Registry, origin_of
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,11 @@ def _imported_entry(name: str) -> ModelEntry:
     if not callable(function):
         raise UsageError(f"model '{name}' names a {type(function).__name__}, not a function returning a "
                          "torch.nn.Module")
+    return ModelEntry(name, f"user model {name}", _user_build(name, function))
+
+
+def _user_build(name: str, function: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """The builder of a user's model function: it gets input_shape and num_classes if it declares them."""
     try:
         accepted = set(inspect.signature(function).parameters)
     except (TypeError, ValueError):  # a builtin without a signature: called without arguments
@@ -63,7 +68,18 @@ def _imported_entry(name: str) -> ModelEntry:
             raise UsageError(f"model '{name}' returned {type(model).__name__}, not a torch.nn.Module")
         return model
 
-    return ModelEntry(name, f"user model {name}", build)
+    return build
+
+
+def register_model(name: str, description: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register fn(input_shape, num_classes) -> nn.Module as a named model (a plugin's own architecture); it
+    takes either argument only if it declares it."""
+
+    def register(function: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        MODELS.add(name, ModelEntry(name, description, _user_build(name, function)), origin=origin_of(function, 2))
+        return function
+
+    return register
 
 
 def model_entry(name: str) -> ModelEntry:

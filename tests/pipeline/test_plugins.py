@@ -2,6 +2,7 @@
 naming the plugin, where it failed and the fix, with nothing of it left registered."""
 
 import hashlib
+import json
 import textwrap
 
 import numpy as np
@@ -100,3 +101,31 @@ def test_audit_plugins_loads_good_ones_and_warns_of_bad_ones(tmp_path, monkeypat
     assert "found through AUDIT_PLUGINS" in warnings[0] and "\n" not in warnings[0]
     with pytest.raises(UsageError, match="boom"):  # given explicitly, the same plugin is an error
         plugins.load_plugins([str(bad)])
+
+
+MODEL_PLUGIN = '''
+from torch import nn
+from audit.models import register_model
+
+
+@register_model("tiny-net", "a plugin's MLP: one hidden layer of 16")
+def tiny_net(input_shape, num_classes):
+    size = 1
+    for n in input_shape:
+        size *= n
+    return nn.Sequential(nn.Flatten(), nn.Linear(size, 16), nn.ReLU(), nn.Linear(16, num_classes))
+'''
+
+
+def test_a_plugin_registers_a_model_that_audit_run_trains(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    path = write(tmp_path, "models_plugin.py", MODEL_PLUGIN)
+    result = CliRunner().invoke(app, ["run", "--plugin", str(path), "--model", "tiny-net", "--variants", "true",
+                                      "--seeds", "1", "--epochs", "3", "--measure", "params", "--out",
+                                      str(tmp_path / "store"), "--json"])
+    assert result.exit_code == 0, result.stderr
+    (run,) = json.loads(result.stdout)["runs"]
+    assert run["model"] == "tiny-net" and run["measures"]["params"] == 64 * 16 + 16 + 16 * 10 + 10
