@@ -8,12 +8,13 @@ noise replace train and test images alike; test labels stay clean unless `corrup
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from audit.registry import Registry
+from audit.registry import Registry, origin_of
 from audit.spec.run import RunSpec, derive_seed
 
 
@@ -101,6 +102,8 @@ def _gaussian(spec: RunSpec, varied: Varied, num_classes: int) -> None:
                                                      derive_seed(spec.seed, "test-noise")))
 
 
+VariantFn = Callable[[RunSpec, "Varied", int], None]
+
 VARIANTS = Registry("variant")
 VARIANTS.add("true", lambda spec, varied, num_classes: None, label="true", axis="label",
              description="the dataset unchanged")
@@ -114,3 +117,14 @@ VARIANTS.add("random-pixels", _random_pixels, label="random-pixels", axis="input
              description="an independent random permutation of pixel positions per image, train and test")
 VARIANTS.add("gaussian", _gaussian, label="gaussian", axis="input",
              description="images replaced by Gaussian noise with the raw train set's per-channel mean and variance")
+
+
+def register_variant(name: str, description: str) -> Callable[[VariantFn], VariantFn]:
+    """Register fn(spec, varied, num_classes), changing `varied` in place, as a variant on the input axis (a
+    plugin's own randomization; its seeds from derive_seed(spec.seed, ...), what regenerates it in varied.record)."""
+
+    def register(function: VariantFn) -> VariantFn:
+        VARIANTS.add(name, function, origin=origin_of(function, 2), label=name, axis="input", description=description)
+        return function
+
+    return register

@@ -6,7 +6,7 @@ import dataclasses
 import re
 from typing import Any
 
-from audit.spec.run import INPUT_VARIANTS, RunSpec
+from audit.spec.run import INPUT_VARIANTS, LABEL_VARIANTS, RunSpec
 from audit.store.record import RunRecord, cache_key, measure_value
 
 
@@ -58,9 +58,20 @@ def run_rows(records: list[RunRecord], names: list[str], at: str | None = None) 
             "seconds": {name: record.measures[cache_key(name, at)].get("seconds") for name in names
                         if cache_key(name, at) in record.measures},
         })
-    order = {name: i for i, name in enumerate(("true", "corrupt", "random-labels") + INPUT_VARIANTS)}
-    rows.sort(key=lambda r: (r["family"], order[r["variant"]], r["corrupt"] or 0.0, r["seed"], r["run_id"]))
+    rows.sort(key=lambda r: (r["family"], variant_rank(r["variant"]), r["variant"], r["corrupt"] or 0.0, r["seed"],
+                             r["run_id"]))
     return rows
+
+
+def variant_rank(variant: str) -> int:
+    """The order of variants in tables: the label axis, the built-in input variants, then plugins' variants."""
+    built_in = LABEL_VARIANTS + INPUT_VARIANTS
+    return built_in.index(variant) if variant in built_in else len(built_in)
+
+
+def input_variants(variants: Any) -> list[str]:
+    """The variants on the input axis among `variants`, in table order: all but the label axis's."""
+    return sorted((v for v in variants if v not in LABEL_VARIANTS), key=lambda v: (variant_rank(v), v))
 
 
 def variant_label(row: dict[str, Any]) -> str:

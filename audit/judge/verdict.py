@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from audit.judge.rows import variant_label
+from audit.judge.rows import input_variants, variant_label
 from audit.judge.statistics import (
     BOOTSTRAP_MIN_RUNS,
     BOOTSTRAP_RESAMPLES,
@@ -22,7 +22,6 @@ from audit.judge.statistics import (
     tau_interval,
 )
 from audit.judge.sweeps import sweep_stats
-from audit.spec.run import INPUT_VARIANTS
 
 ALPHA = 0.05  # family-wise error rate of the corrected tests
 
@@ -103,7 +102,7 @@ def family_stats(rows: list[dict[str, Any]], name: str, direction: int, log: boo
                                            [r["corrupt"] for r in label_axis], oriented)
     out["tau"], out["tau_p"] = kendall([r["measures"][name] for r in with_gap], [r["gap"] for r in with_gap])
     out["input"] = {v: {k: test[k] for k in ("auc", "auc_p")}
-                    for v in INPUT_VARIANTS if by_variant.get(v) and true_values
+                    for v in input_variants(by_variant) if by_variant.get(v) and true_values
                     for test in [auc_test(by_variant[v], true_values, direction)]}
     out["constant"] = False
     return out

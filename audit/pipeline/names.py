@@ -6,6 +6,7 @@ from __future__ import annotations
 from audit.data.imagenet import image_size
 from audit.data.preprocess import PREPROCESSINGS
 from audit.data.sources import DATASETS
+from audit.data.variants import VARIANTS
 from audit.errors import UsageError
 from audit.models.registry import MODELS
 from audit.spec.experiment import ExperimentSpec
@@ -17,6 +18,7 @@ from audit.train.state import OPTIMIZERS
 def check_run(spec: RunSpec) -> RunSpec:
     """The spec, once every name in it is known; else the UsageError of the first unknown one."""
     DATASETS.get(spec.dataset)
+    VARIANTS.get(spec.variant)
     if spec.model.startswith(KERNEL_PREFIX):
         parse_kernel_model(spec.model)
     else:
@@ -33,7 +35,7 @@ def check_experiment(experiment: ExperimentSpec) -> ExperimentSpec:
     """The experiment, once the names of every run it expands to are known (each distinct name checked once)."""
     seen: set[tuple[str, ...]] = set()
     for spec in experiment.expand():
-        key = (spec.dataset, spec.model, spec.optimizer, spec.preprocess)
+        key = (spec.dataset, spec.model, spec.optimizer, spec.preprocess, spec.variant)
         if key not in seen:
             seen.add(key)
             check_run(spec)

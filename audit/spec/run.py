@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,9 @@ LABEL_VARIANTS = ("true", "corrupt", "random-labels")
 
 INPUT_VARIANTS = ("shuffled-pixels", "random-pixels", "gaussian")
 
-VARIANTS = LABEL_VARIANTS + INPUT_VARIANTS
+VARIANTS = LABEL_VARIANTS + INPUT_VARIANTS  # the built-in ones; a plugin's variants lie on the input axis
+
+VARIANT_NAME = re.compile(r"[a-z][a-z0-9-]*")
 
 
 
@@ -146,10 +149,10 @@ def validate(spec: RunSpec) -> None:
     """Raise UsageError naming the first invalid field; the spec is then never used."""
     for name in FIELD_TYPES:
         check_field(name, getattr(spec, name))
-    if spec.variant not in VARIANTS:
+    if spec.variant not in VARIANTS and not VARIANT_NAME.fullmatch(spec.variant):
         raise unknown_name("variant", spec.variant, list(VARIANTS))
     expected = {"true": 0.0, "random-labels": 1.0}.get(spec.variant)
-    if spec.variant in INPUT_VARIANTS and spec.corrupt is not None:
+    if spec.variant not in LABEL_VARIANTS and spec.corrupt is not None:
         raise UsageError(f"variant '{spec.variant}' is on the input axis: its corrupt must be null")
     if spec.variant in LABEL_VARIANTS:
         if spec.corrupt is None or not 0.0 <= spec.corrupt <= 1.0:

@@ -129,3 +129,37 @@ def test_a_plugin_registers_a_model_that_audit_run_trains(tmp_path):
     assert result.exit_code == 0, result.stderr
     (run,) = json.loads(result.stdout)["runs"]
     assert run["model"] == "tiny-net" and run["measures"]["params"] == 64 * 16 + 16 + 16 * 10 + 10
+
+
+VARIANT_PLUGIN = '''
+from audit.data.variants import register_variant
+
+
+@register_variant("inverted", "every pixel x replaced by 1 - x, train and test")
+def inverted(spec, varied, num_classes):
+    varied.x_train, varied.x_test = 1 - varied.x_train, 1 - varied.x_test
+'''
+
+
+def test_a_plugin_variant_is_trained_judged_on_the_input_axis_and_read_without_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    path, store = write(tmp_path, "variants_plugin.py", VARIANT_PLUGIN), tmp_path / "store"
+    result = CliRunner().invoke(app, ["run", "--plugin", str(path), "--variants", "true,random-labels,inverted",
+                                      "--seeds", "1", "--epochs", "3", "--measure", "l2", "--out", str(store),
+                                      "--json"])
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert [run["variant"] for run in document["runs"]] == ["true", "random-labels", "inverted"]
+    assert [run["corrupt"] for run in document["runs"]] == [0.0, 1.0, None]
+    (verdict,) = document["verdicts"]
+    assert set(verdict["input"]) == {"inverted"}
+    plugins._forget([set(registry.names()) - {"inverted"} for registry in plugins.REGISTRIES])
+    plugins.LOADED.clear()
+    unknown = CliRunner().invoke(app, ["run", "--variants", "true,inverted", "--seeds", "1", "--out", str(store)])
+    assert unknown.exit_code == 2 and "unknown variant 'inverted'" in unknown.stderr
+    report = CliRunner().invoke(app, ["report", str(store), "--json"])  # reading needs no plugin
+    assert report.exit_code == 0, report.stderr
+    assert len(json.loads(report.stdout)["runs"]) == 3

@@ -29,10 +29,19 @@ def test_parse_variant(text, expected):
     assert parse_variant(text) == expected
 
 
-@pytest.mark.parametrize("text", ["corrupt:1.5", "corrupt:-0.1", "corrupt:x", "corrupt", "gausian", "true:3"])
+@pytest.mark.parametrize("text", ["corrupt:1.5", "corrupt:-0.1", "corrupt:x", "corrupt", "true:3", "Gaussian",
+                                  "my variant", "gaussian:2"])
 def test_bad_variants_are_usage_errors(text):
     with pytest.raises(UsageError):
         parse_variant(text)
+
+
+def test_an_unregistered_variant_name_is_refused_where_specs_enter_with_the_closest_name():
+    from audit.pipeline.names import check_run
+
+    assert parse_variant("gausian") == ("gausian", None)  # well formed: a plugin's variant, on the input axis
+    with pytest.raises(UsageError, match="unknown variant 'gausian'.*gaussian"):
+        check_run(RunSpec(variant="gausian", corrupt=None))
 
 
 def test_validation_names_the_field():
