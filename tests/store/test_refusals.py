@@ -96,10 +96,11 @@ def test_abandoned_locks_are_taken_over_at_once(tmp_path, info):
 
 @pytest.mark.parametrize("info", [
     {"pid": os.getppid(), "host": socket.gethostname(), "heartbeat": 0},  # alive on this host
-    {"pid": 1, "host": "elsewhere", "heartbeat": time.time()},  # a fresh heartbeat from another host
+    {"pid": 1, "host": "elsewhere", "heartbeat": None},  # a fresh heartbeat from another host (set below)
 ])
 def test_live_locks_are_respected(tmp_path, info):
-    lock = lock_of(tmp_path, **info)
+    info = {**info, "heartbeat": time.time() if info["heartbeat"] is None else info["heartbeat"]}  # now, not at
+    lock = lock_of(tmp_path, **info)  # collection: a long suite would make it stale
     with pytest.raises(RunLocked, match=f"held by pid {info['pid']} on {info['host']}"):
         with run_lock(tmp_path / "r.h5"):
             pass
