@@ -18,6 +18,7 @@ from audit.errors import UsageError, WorkError
 from audit.judge.paper import check_paper, compare
 from audit.judge.rows import run_rows
 from audit.pipeline import catalogue
+from audit.pipeline.benchmark import BenchmarkOptions, run_benchmark
 from audit.pipeline.importer import import_model
 from audit.pipeline.plan import plan_items
 from audit.pipeline.plugins import load_plugins
@@ -29,6 +30,7 @@ from audit.pipeline.verify import verify_store
 from audit.render import formats
 from audit.render import items as render_items
 from audit.render.console import one_line, stage_printer
+from audit.render.leaderboard import emit_benchmark
 from audit.render.plots import pyplot, write_figures
 from audit.render.progress import Reporter
 from audit.render.report import Output, emit
@@ -374,6 +376,37 @@ def import_command(
     summary = import_model(check_path(store, "STORE"), model, init, final, dataset=dataset, variant=variant, seed=seed,
                            train_size=train_size, preprocess=preprocess)
     render_items.print_import(summary, as_json)
+
+
+@app.command()
+@guarded
+def benchmark(
+    quick: Annotated[bool, typer.Option("--quick", help="The digits parts alone: quick grid and sweep.")] = False,
+    all_measures: Annotated[bool, typer.Option("--all", help="Rank the heavy built-ins too.")] = False,
+    measure: Annotated[list[str], typer.Option(help="Score only this measure (repeatable), ranked among the "
+                                                     "built-ins' cached values.")] = [],
+    shard: Annotated[Optional[str], typer.Option(help="Train a deterministic 1/N of each experiment: I/N.")] = None,
+    backend: Annotated[str, typer.Option(help="local (this process) or ray (a task per training group).")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local Ray).")] = None,
+    cpus_per_run: Annotated[float, typer.Option(help="Ray: CPUs per task (also its torch threads).")] = 1,
+    device: DeviceOpt = "auto",
+    correction: CorrectionOpt = "holm",
+    csv: CsvOpt = None,
+    markdown: MarkdownOpt = False,
+    plugin: PluginOpt = [],
+    as_json: JsonOpt = False,
+) -> None:
+    """The measure benchmark: a fixed, versioned suite (experiments/benchmark/suite.toml: the quick grid and the
+    width × lr × weight decay × train size sweep on digits, a Fashion-MNIST label-corruption grid, a small
+    conv-net grid) trained once into AUDIT_CACHE_DIR/benchmark/vVERSION/ (default ~/.cache/audit; resumable,
+    shardable, on Ray), every measure scored (the default built-ins, --all the heavy ones too, and every
+    plugin's), and one leaderboard: per experiment the randomization verdict with oriented auc and trend; over
+    the sweeps psi per axis and overall, sign-error mean and worst axis, CMI with its sign. Each column ranks
+    the measures (ties share the mean place, a missing value the last places); the overall rank orders the
+    mean of the column ranks. The correction family: the built-ins ranked plus the measures asked."""
+    options = BenchmarkOptions(quick, all_measures, tuple(measure), device, shard, backend, address, cpus_per_run)
+    output = Output(as_json, markdown, csv, correction)
+    raise typer.Exit(emit_benchmark(run_benchmark(options, tracker=Reporter, on_stage=stage_printer(False)), output))
 
 
 def listing_command(kind: str) -> None:
