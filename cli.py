@@ -19,6 +19,7 @@ from audit.judge.paper import check_paper, compare
 from audit.judge.rows import run_rows
 from audit.pipeline import catalogue
 from audit.pipeline.benchmark import BenchmarkOptions, run_benchmark
+from audit.pipeline.check import check_measures
 from audit.pipeline.importer import import_model
 from audit.pipeline.plan import plan_items
 from audit.pipeline.plugins import load_plugins
@@ -29,6 +30,7 @@ from audit.pipeline.theory import build_expressivity, fit_kernel
 from audit.pipeline.verify import verify_store
 from audit.render import formats
 from audit.render import items as render_items
+from audit.render.check import CheckReporter, print_check
 from audit.render.console import one_line, stage_printer
 from audit.render.leaderboard import emit_benchmark
 from audit.render.plots import pyplot, write_figures
@@ -407,6 +409,28 @@ def benchmark(
     options = BenchmarkOptions(quick, all_measures, tuple(measure), device, shard, backend, address, cpus_per_run)
     output = Output(as_json, markdown, csv, correction)
     raise typer.Exit(emit_benchmark(run_benchmark(options, tracker=Reporter, on_stage=stage_printer(False)), output))
+
+
+@app.command()
+@guarded
+def check(
+    measure: Annotated[list[str], typer.Argument(metavar="MEASURE...", show_default=False,
+                                                 help="Measures to check (`audit list measures`).")] = [],
+    all_measures: Annotated[bool, typer.Option("--all", help="Check every registered measure.")] = False,
+    plugin: PluginOpt = [],
+    device: DeviceOpt = "cpu",
+    as_json: JsonOpt = False,
+) -> None:
+    """A measure's contract, checked on small runs trained on first use and cached in AUDIT_CACHE_DIR/check
+    (default ~/.cache/audit): digits, an MLP and a conv net on true and random labels, a batch-norm model. value:
+    a finite float or null with a reason on every run; determinism: the same value twice in this process and in a
+    fresh one; needs: the same value given only what it declares; invariance (where declared): unchanged when a
+    ReLU layer is scaled by 3 and the next by 1/3; cost: its time in forward passes over the train set within its
+    class (instant ≤ 10, pass ≤ 100, heavy beyond); kinds: it works on each model kind or says why not. Exit 0
+    when every check passes, 1 on a failure, 2 for bad usage."""
+    document = check_measures(measure, all_measures, device=device, tracker=CheckReporter())
+    print_check(document, as_json)
+    raise typer.Exit(1 if document["failures"] else 0)
 
 
 def listing_command(kind: str) -> None:

@@ -32,8 +32,8 @@ def first_epoch_loss(ctx: Context) -> float:
     return run_attr(ctx, "first_epoch_loss_sum")
 
 
-@measure("grad-noise", family="optimization", needs=("weights", "train"), direction=1, cost="pass", log=True,
-         settings={"batch_size": 0, "batches": 16, "seed": 0},
+@measure("grad-noise", family="optimization", needs=("weights", "train", "procedure"), direction=1, cost="pass",
+         log=True, settings={"batch_size": 0, "batches": 16, "seed": 0},
          reference="Jiang et al. 2020 (gradient noise at the end of training); Jastrzębski et al. 2018",
          formula="log mean_B ‖g_B − g‖² at the final weights: g the full-batch train gradient, g_B minibatch "
                  "gradients at the run's batch size (batch_size 0), `batches` seeded draws")
