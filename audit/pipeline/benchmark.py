@@ -35,8 +35,9 @@ class Suite:
     quick: tuple[ExperimentSpec, ...]
 
 
-def load_suite(folder: Path = SUITE_FOLDER) -> Suite:
-    """The suite of folder/suite.toml: its version and the experiment files it names (each checked)."""
+def load_suite(folder: Path | None = None) -> Suite:
+    """The suite of folder/suite.toml (default SUITE_FOLDER): its version and the experiment files it names."""
+    folder = SUITE_FOLDER if folder is None else folder
     path = folder / SUITE_FILE
     try:
         values = tomllib.loads(path.read_text(encoding="utf-8"))
