@@ -12,9 +12,12 @@ from typing import Any
 from audit.judge.sweeps import sweep_stats
 from audit.judge.verdict import judge, rule
 
+MIN_SIGN_PAIRS = 10  # sign-error and CMI are ranked only when they rest on this many pairs outside test noise
+
 AGGREGATION = ("rank per column: 1 = best, equal values share the mean of their places, a measure without a "
                "value (undefined, constant, not cached) shares the last places; a column no measure has a value "
-               "in is left out. score = the mean of a measure's ranks over every column shown, each column "
+               f"in is left out, and so are sign-error and CMI when they rest on fewer than {MIN_SIGN_PAIRS} pairs "
+               "of runs outside test noise. score = the mean of a measure's ranks over every column shown, each column "
                "counting once; the overall rank orders the scores (lower is better), ties sharing the mean place")
 
 ORIENTATION = ("values are oriented by each measure's direction (flipped where smaller means more complex), so "
@@ -114,6 +117,8 @@ def columns_for(parts: list[PartRows], axes: list[str]) -> list[Column]:
 
 
 def rank_key(entry: dict[str, Any], column: Column) -> tuple[float, ...] | None:
+    if column.key in PAIRED and (entry.get("sign_error_pairs") or 0) < MIN_SIGN_PAIRS:
+        return None
     if column.protocol == "randomization":
         auc, trend = entry[f"{column.key}.auc"], entry[f"{column.key}.trend"]
         return None if auc is None else (auc, -math.inf if trend is None else trend)
@@ -121,6 +126,19 @@ def rank_key(entry: dict[str, Any], column: Column) -> tuple[float, ...] | None:
     if value is None:
         return None
     return (value,) if column.better == "higher" else (-value,)
+
+
+PAIRED = ("sign_error_mean", "sign_error_worst", "cmi")  # columns computed over pairs outside test noise
+
+
+def left_out(entries: dict[str, dict[str, Any]], columns: list[Column]) -> list[str]:
+    """Why a sweep statistic that some measure has is not a column."""
+    kept = {c.key for c in columns}
+    pairs = max((e.get("sign_error_pairs") or 0 for e in entries.values()), default=0)
+    if any(k not in kept for k in PAIRED) and any(e.get("sign_error_mean") is not None for e in entries.values()):
+        return [f"sign-error and CMI are not ranked: they rest on at most {pairs} pair{'s' * (pairs != 1)} of runs "
+                f"outside test noise, fewer than {MIN_SIGN_PAIRS}"]
+    return []
 
 
 def leaderboard(parts: list[PartRows], judged: dict[str, dict[str, Any]], correction: str = "holm") -> dict[str, Any]:
@@ -149,6 +167,6 @@ def leaderboard(parts: list[PartRows], judged: dict[str, dict[str, Any]], correc
         entry["rank"] = place
     board = sorted(entries.values(), key=lambda e: (e["rank"], list(judged).index(e["measure"])))
     return {"leaderboard": [{"measure": e["measure"], "rank": e["rank"], **e} for e in board],
-            "columns": [asdict(c) for c in columns], "aggregation": AGGREGATION, "orientation": ORIENTATION,
+            "columns": [asdict(c) for c in columns], "left_out": left_out(entries, columns), "aggregation": AGGREGATION, "orientation": ORIENTATION,
             "correction": {"method": correction, "family": list(judged), "size": len(judged)},
             "sweep_experiments": [p.name for p in parts if p.sweep], "rule": rule(correction)}

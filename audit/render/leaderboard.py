@@ -108,7 +108,8 @@ def legend(document: dict[str, Any]) -> str:
     marks = ", ".join(f"{mark} {verdict}" for verdict, mark in VERDICT_MARK.items())
     return (f"aggregation: {document['aggregation']}.\n{document['orientation']}. Verdicts: {marks}. Correction: "
             f"{document['correction']['method']} over the {document['correction']['size']} measures ranked (the "
-            "benchmark's own family: the built-ins plus the measures asked or loaded from plugins).")
+            "benchmark's own family: the built-ins plus the measures asked or loaded from plugins)."
+            + "".join(f"\n{line}." for line in document["left_out"]))
 
 
 def print_benchmark(console: Console, document: dict[str, Any]) -> None:
@@ -140,7 +141,8 @@ def markdown(document: dict[str, Any]) -> str:
         cells = [place(entry["rank"]), f"`{entry['measure']}`", fmt(entry["score"], 2)]
         cells += [f"{value_text(entry, c)} ({place(entry['ranks'][c['key']])})" for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines + ["", f"*{document['aggregation']}; {document['orientation']}.*"])
+    notes = [f"*{document['aggregation']}; {document['orientation']}.*"] + [f"*{line}.*" for line in document["left_out"]]
+    return "\n".join(lines + [""] + notes)
 
 
 def value_text(entry: dict[str, Any], column: dict[str, Any]) -> str:
