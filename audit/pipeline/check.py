@@ -278,7 +278,7 @@ def check_one(name: str, runs: list[CheckRun], pairs: dict[str, int | None], dev
     checks = {"value": value_check(results),
               "needs": needs_check(name, probe, results[probe.name], device) if steady else shaky,
               "invariance": (invariance_check(name, [r for r in runs if r.name in pairs], results, pairs, device)
-                             if steady else dict(shaky, check="invariance")),
+                             if steady or not measures.get(name).invariant else dict(shaky, check="invariance")),
               "cost": cost_check(name, runs, results, device),
               "kinds": kinds_check(runs, results)}
     return {"name": name, "probe": probe, "first": results[probe.name], "second": second, "checks": checks}
