@@ -4,6 +4,7 @@ with its numbers; or one JSON document. Progress (training the check runs, check
 from __future__ import annotations
 
 import sys
+import textwrap
 from typing import Any
 
 from rich.markup import escape
@@ -104,4 +105,5 @@ def print_check(document: dict[str, Any], as_json: bool) -> None:
                 if check["passed"] is False:
                     console.print(f"[bold red]FAIL[/] {escape(report['measure'])} {check['check']}: "
                                   f"{escape(one_line(check['detail']))}", soft_wrap=True)
-    console.print(escape(footer(document)), soft_wrap=True)
+    for line in textwrap.wrap(footer(document), WIDTH):  # a summary, wrapped to the tables' width
+        console.print(escape(line), soft_wrap=True)
