@@ -139,8 +139,7 @@ def run_benchmark(options: BenchmarkOptions, suite: Suite | None = None, tracker
     parts: list[Part] = []
     for index, run in enumerate(prepared):
         runs = len(run.experiment.expand())
-        on_stage(f"benchmark v{suite.version} [{index + 1}/{len(prepared)}] {run.experiment.name}: {runs} runs "
-                 f"in {run.root}")
+        on_stage(f"benchmark v{suite.version} [{index + 1}/{len(prepared)}] {run.experiment.name}: {runs} runs")
         scored = run_experiment(run, tracker())
         if scored is None:  # not this process's to score (a data-parallel rank): nothing to rank here
             continue
