@@ -110,6 +110,11 @@ DataDirOpt = Annotated[Optional[Path], typer.Option(
     "--data-dir", help="Folder of downloaded datasets (torchvision layout; for imagenet the folder holding "
                        "train/ and val/, or its parent holding imagenet/); default ~/.cache/audit/data.")]
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Download missing datasets (needs a network).")]
+ShardOpt = Annotated[Optional[str], typer.Option(
+    help="Run a deterministic 1/N of the grid: I/N (every N-th run from the I-th), for job arrays.")]
+BackendOpt = Annotated[str, typer.Option(help="local (this process) or ray (a task per training group).")]
+AddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local Ray).")]
+CpusPerRunOpt = Annotated[float, typer.Option(help="Ray: CPUs per task (also its torch threads).")]
 
 
 def report(scored: Scored, output: Output, show: list[str]) -> int:
@@ -160,11 +165,10 @@ def run(
     data_dir: DataDirOpt = None,
     download: DownloadOpt = False,
     correction: CorrectionOpt = "holm",
-    shard: Annotated[Optional[str], typer.Option(
-        help="Run a deterministic 1/N of the grid: I/N (every N-th run from the I-th), for job arrays.")] = None,
-    backend: Annotated[str, typer.Option(help="local (this process) or ray (a task per training group).")] = "local",
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local Ray).")] = None,
-    cpus_per_run: Annotated[float, typer.Option(help="Ray: CPUs per task (also its torch threads).")] = 1,
+    shard: ShardOpt = None,
+    backend: BackendOpt = "local",
+    address: AddressOpt = None,
+    cpus_per_run: CpusPerRunOpt = 1,
     gpus_per_run: Annotated[float, typer.Option(help="Ray: GPUs per task.")] = 0,
     ddp: Annotated[bool, typer.Option("--ddp", help="Data-parallel training of each run over the processes of a "
                                                     "torchrun launch; rank 0 writes the store.")] = False,
@@ -387,10 +391,10 @@ def benchmark(
     all_measures: Annotated[bool, typer.Option("--all", help="Rank the heavy built-ins too.")] = False,
     measure: Annotated[list[str], typer.Option(help="Score only this measure (repeatable), ranked among the "
                                                      "built-ins' cached values.")] = [],
-    shard: Annotated[Optional[str], typer.Option(help="Train a deterministic 1/N of each experiment: I/N.")] = None,
-    backend: Annotated[str, typer.Option(help="local (this process) or ray (a task per training group).")] = "local",
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local Ray).")] = None,
-    cpus_per_run: Annotated[float, typer.Option(help="Ray: CPUs per task (also its torch threads).")] = 1,
+    shard: ShardOpt = None,
+    backend: BackendOpt = "local",
+    address: AddressOpt = None,
+    cpus_per_run: CpusPerRunOpt = 1,
     device: DeviceOpt = "auto",
     correction: CorrectionOpt = "holm",
     csv: CsvOpt = None,

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import measures
-from audit.pipeline import check, check_runs, plugins
+from audit.pipeline import check, check_runs
 from audit.render.check import print_check
 from cli import app
 
@@ -92,15 +92,6 @@ def check_cache(tmp_path_factory):
 def cache(check_cache, monkeypatch):
     monkeypatch.setenv("AUDIT_CACHE_DIR", str(check_cache))
     return check_cache
-
-
-@pytest.fixture(autouse=True)
-def registries_restored():
-    """Whatever a test's plugins register is gone after it (the registries are the process's)."""
-    before = [set(registry.names()) for registry in plugins.REGISTRIES]
-    yield
-    plugins._forget(before)
-    plugins.LOADED.clear()
 
 
 def plugin_files(folder, *names):

@@ -31,12 +31,6 @@ def unload() -> None:
     plugins.LOADED.clear()
 
 
-@pytest.fixture(autouse=True)
-def registries_restored():
-    yield
-    unload()
-
-
 def invoke(*args, env=None):
     unload()
     return runner.invoke(app, [str(a) for a in args], env=env)

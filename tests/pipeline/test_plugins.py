@@ -26,15 +26,6 @@ def sum_abs(ctx, power):
 '''
 
 
-@pytest.fixture(autouse=True)
-def registries_restored():
-    """Whatever a test's plugins register is gone after it (the registries are the process's)."""
-    before = [set(registry.names()) for registry in plugins.REGISTRIES]
-    yield
-    plugins._forget(before)
-    plugins.LOADED.clear()
-
-
 def write(folder, name, text):
     path = folder / name
     path.write_text(textwrap.dedent(text))
