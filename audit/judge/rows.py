@@ -55,6 +55,8 @@ def run_rows(records: list[RunRecord], names: list[str], at: str | None = None) 
             "test_top5": attrs.get("test_top5") if at is None else None, "gap": gap, "epochs": attrs.get("epochs"), "steps_to_fit": attrs.get("steps_to_fit"),
             "test_size": attrs.get("test_size"), "hyperparameters": hyperparameters(spec),
             "measures": {name: measure_value(record, name, at) for name in names},
+            "reasons": {name: record.measures[cache_key(name, at)]["reason"] for name in names
+                        if record.measures.get(cache_key(name, at), {}).get("reason")},
             "seconds": {name: record.measures[cache_key(name, at)].get("seconds") for name in names
                         if cache_key(name, at) in record.measures},
         })

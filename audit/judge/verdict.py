@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from statistics import median
 from typing import Any
 
@@ -40,7 +40,7 @@ MIN_SEEDS = 3  # fewest runs each of true and random-labels for a verdict (in a 
 
 CORRECTIONS = ("holm", "bh", "none")
 
-VERDICT_ORDER = ("distinguishes", "unstable", "insufficient", "fails", "inverted")
+VERDICT_ORDER = ("distinguishes", "unstable", "insufficient", "undefined", "fails", "inverted")
 
 
 def rule(correction: str = "holm") -> dict[str, str]:
@@ -55,7 +55,9 @@ def rule(correction: str = "holm") -> dict[str, str]:
         "insufficient": f"fewer than {MIN_SEEDS} complete runs each of true and random-labels (in a family; "
                         "overall, pooled over the families with at least 2 of each), or a separation whose combined "
                         "trend is not yet significant after correction: the note says how many more seeds",
-        "fails": "otherwise, or when the statistics are undefined (a constant measure)",
+        "undefined": "the measure is null with its reason (not defined for these runs) on so many runs that fewer "
+                     "than 2 of true or of random-labels have a value, in every family: not the same as failing",
+        "fails": "otherwise, or when the values are all equal (a constant measure)",
         "oriented": "auc and trend are flipped for measures where smaller means more complex",
         "correction": f"{method} correction per kind of test: across measures for the combined and overall "
                       "p-values, across the measures of a family for a family's own p-values",
@@ -83,7 +85,12 @@ def family_stats(rows: list[dict[str, Any]], name: str, direction: int, log: boo
     for r in runs:
         by_variant[variant_label(r)].append(r["measures"][name])
     true_values, random_values = by_variant.get("true", []), by_variant.get("random-labels", [])
-    constant = len(set(values)) < 2
+    complete = [r for r in rows if r["status"] == "complete"]
+    nulls = [r["reasons"][name] for r in complete
+             if r["measures"].get(name) is None and r.get("reasons", {}).get(name)]  # null with its reason
+    undefined = bool(nulls) and min(len(true_values), len(random_values)) < 2 and all(
+        sum(variant_label(r) == v for r in complete) >= 2 for v in ("true", "random-labels"))
+    constant = len(set(values)) < 2 and not undefined
     label_axis = [r for r in runs if r["corrupt"] is not None]
     with_gap = [r for r in runs if r["gap"] is not None]
     oriented = "greater" if direction > 0 else "less"
@@ -92,8 +99,11 @@ def family_stats(rows: list[dict[str, Any]], name: str, direction: int, log: boo
         "n_random": len(random_values), "medians": {k: median(v) for k, v in by_variant.items()},
         "ratio": median_ratio(random_values, true_values, log),
         "label_levels": len({r["corrupt"] for r in label_axis}),
+        "complete": len(complete), "nulls": len(nulls),
+        "reason": Counter(nulls).most_common(1)[0][0] if nulls else None,
+        "undefined": undefined,
     }
-    if constant:
+    if constant or undefined:
         out.update(auc=None, auc_interval=None, auc_interval_kind=None, auc_p=None, trend=None, trend_p=None,
                    tau=None, tau_p=None, input={}, constant=True)
         return out
@@ -121,6 +131,8 @@ def seeds_needed(p: float | None, tests: int, families: list[dict[str, Any]]) ->
 
 def effect(stat: dict[str, Any], direction: int) -> str:
     """The randomization-test effect in one family, by the named thresholds alone."""
+    if stat.get("undefined"):
+        return "undefined"
     if stat["constant"] or stat["auc"] is None:
         return "fails"
     oriented_auc = stat["auc"] if direction > 0 else 1.0 - stat["auc"]
@@ -142,21 +154,33 @@ def missing_seeds(stat: dict[str, Any]) -> str:
 
 def family_verdict(stat: dict[str, Any], direction: int) -> tuple[str, str]:
     """(verdict, note) of one measure in one family; its trend p corrected across the measures of the family."""
+    if stat.get("undefined"):
+        return "undefined", undefined_note(stat)
     if stat["constant"]:
         return "fails", "constant: the statistics are undefined, and no number of runs separates"
+    used = f"values on {stat['runs']} of {stat['complete']} runs ({undefined_note(stat)})" if stat["nulls"] else ""
     lacking = missing_seeds(stat)
-    if lacking:
-        return "insufficient", f"needs {lacking}"
     kind = effect(stat, direction)
-    if kind == "distinguishes" and not (stat.get("trend_p_adj") is not None and stat["trend_p_adj"] <= ALPHA):
-        return "insufficient", "separates, but its trend is not significant after correction"
-    return kind, "separates the wrong way" if kind == "inverted" else ""
+    if lacking:
+        kind, note = "insufficient", f"needs {lacking}"
+    elif kind == "distinguishes" and not (stat.get("trend_p_adj") is not None and stat["trend_p_adj"] <= ALPHA):
+        kind, note = "insufficient", "separates, but its trend is not significant after correction"
+    else:
+        note = "separates the wrong way" if kind == "inverted" else ""
+    return kind, "; ".join(filter(None, [note, used]))
+
+
+def undefined_note(stat: dict[str, Any]) -> str:
+    """Why the measure has no value on some runs of a family: its own reason and on how many."""
+    return f"null on {stat['nulls']} of {stat['complete']} runs: {stat['reason']}"
 
 
 def overall_verdict(mine: list[dict[str, Any]], direction: int, p_raw: float | None, p_adj: float | None,
                     tests: int) -> tuple[str, list[str]]:
     """One verdict per measure: the common effect of the families with enough runs, with the evidence of all
     of them combined (Stouffer) and corrected across measures; different effects make it unstable."""
+    if mine and all(s.get("undefined") for s in mine):
+        return "undefined", [f"not defined for these runs: {mine[0]['reason']}"]
     judged = [s for s in mine if s["constant"] or min(s["n_true"], s["n_random"]) >= 2]
     if all(s["constant"] for s in mine) and mine:
         return "fails", ["constant: the statistics are undefined"]

@@ -20,7 +20,8 @@ from audit.render.report import Output
 from audit.render.tables import VERDICT_STYLE, fmt
 
 WIDTH = 100
-VERDICT_MARK = {"distinguishes": "✓", "fails": "✗", "inverted": "⇅", "unstable": "~", "insufficient": "?"}
+VERDICT_MARK = {"distinguishes": "✓", "fails": "✗", "inverted": "⇅", "unstable": "~", "insufficient": "?",
+                "undefined": "∅"}
 AXIS_LABELS = {"weight_decay": "wd", "train_size": "size", "batch_size": "batch", "lr_decay": "decay"}
 
 

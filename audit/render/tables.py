@@ -13,7 +13,7 @@ from rich.text import Text
 from audit.judge.rows import variant_label
 
 VERDICT_STYLE = {"distinguishes": "bold green", "fails": "red", "inverted": "bold magenta",
-                 "unstable": "yellow", "insufficient": "dim"}
+                 "unstable": "yellow", "insufficient": "dim", "undefined": "cyan"}
 
 
 def fmt(value: Any, digits: int = 3) -> str:

@@ -1,0 +1,71 @@
+"""A measure that is null with its reason is `undefined`, not `fails`: on a user's conv model with max pooling,
+path norms are not defined, and a table built from the verdicts must not say they fail the test."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from audit.judge.verdict import judge
+from cli import app
+
+POOLED = '''
+from torch import nn
+
+
+def build(input_shape, num_classes):
+    channels, height, width = input_shape
+    return nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(8 * (height // 2) * (width // 2), num_classes))
+'''
+
+
+def test_path_norms_of_a_max_pooling_model_are_undefined_with_their_reason(tmp_path, monkeypatch):
+    (tmp_path / "pooled_net.py").write_text(POOLED)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "--model", "pooled_net:build", "--variants", "true,random-labels",
+                                      "--seeds", "2", "--epochs", "3", "--measure", "path-l2", "--measure", "l2",
+                                      "--out", str(tmp_path / "store"), "--json"])
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    summary = {s["measure"]: s for s in document["summary"]}
+    assert summary["path-l2"]["verdict"] == "undefined"
+    assert summary["path-l2"]["notes"] == ["not defined for these runs: path norms are not defined through "
+                                           "MaxPool2d (2)"]
+    (family,) = [v for v in document["verdicts"] if v["measure"] == "path-l2"]
+    assert (family["verdict"], family["nulls"], family["complete"]) == ("undefined", 4, 4)
+    assert summary["l2"]["verdict"] == "insufficient"  # 2 seeds: a value on every run, too few runs
+    assert "undefined" in document["rule"]
+
+
+def rows(values, reasons=None):
+    """Complete runs of one family: (variant, value) pairs, a reason where the value is None."""
+    return [{"run_id": str(i), "family": "f", "variant": variant, "corrupt": {"true": 0.0}.get(variant, 1.0),
+             "seed": i, "status": "complete", "gap": 0.1, "measures": {"m": value},
+             "reasons": {} if value is not None else {"m": (reasons or {}).get(i, "not defined here")},
+             "hyperparameters": {}}
+            for i, (variant, value) in enumerate(values)]
+
+
+JUDGED = {"m": {"direction": 1, "family": "norm", "log": False}}
+
+
+def test_a_constant_measure_still_fails():
+    constant = judge(rows([("true", 1.0)] * 3 + [("random-labels", 1.0)] * 3), JUDGED)
+    assert constant["summary"][0]["verdict"] == "fails"
+    assert constant["verdicts"][0]["note"].startswith("constant")
+
+
+def test_runs_without_a_value_are_counted_in_the_note_when_enough_remain():
+    values = [("true", 1.0), ("true", 1.1), ("true", None), ("random-labels", 3.0), ("random-labels", 3.2),
+              ("random-labels", 3.1)]
+    (family,) = judge(rows(values, {2: "margin γ ≤ 0"}), JUDGED)["verdicts"]
+    assert family["verdict"] == "insufficient" and family["runs"] == 5
+    assert "values on 5 of 6 runs (null on 1 of 6 runs: margin γ ≤ 0)" in family["note"]
+
+
+@pytest.mark.parametrize("missing", ["true", "random-labels"])
+def test_undefined_when_nulls_leave_fewer_than_two_runs_of_either_side(missing):
+    values = [(v, None if v == missing and i else float(i)) for v in ("true", "random-labels") for i in range(3)]
+    (family,) = judge(rows(values), JUDGED)["verdicts"]
+    assert family["verdict"] == "undefined" and family["note"] == "null on 2 of 6 runs: not defined here"
