@@ -23,7 +23,7 @@ from audit.pipeline.check import check_measures
 from audit.pipeline.importer import import_model
 from audit.pipeline.plan import plan_items
 from audit.pipeline.plugins import load_plugins
-from audit.pipeline.report import classes_of, load_report, show_run
+from audit.pipeline.report import classes_of, fixed_family, load_report, show_run
 from audit.pipeline.run import RunOptions, prepare_run, run_experiment
 from audit.pipeline.score import Scored, score_runs
 from audit.pipeline.theory import build_expressivity, fit_kernel
@@ -118,9 +118,11 @@ CpusPerRunOpt = Annotated[float, typer.Option(help="Ray: CPUs per task (also its
 
 
 def report(scored: Scored, output: Output, show: list[str]) -> int:
-    """Judge and print the runs of a scored store; the exit code: 1 when a run failed or diverged, else 0."""
-    rows = run_rows(scored.records, scored.names, scored.at)
-    emit(str(scored.root), rows, scored.judged, scored.errors, output, show, scored.notices)
+    """Judge and print the runs of a scored store, its p-values corrected over the store's fixed family of
+    measures; the exit code: 1 when a run failed or diverged, else 0."""
+    scored = fixed_family(scored)
+    rows = run_rows(scored.records, scored.family, scored.at)
+    emit(str(scored.root), rows, scored.judged, scored.errors, output, show, scored.notices, scored.names)
     return 1 if scored.errors or any(r["status"] == "diverged" for r in rows) else 0
 
 
@@ -240,11 +242,11 @@ def report_command(
     at = check_point(at)
     check_paper(paper)
     scored = load_report(store, measure, at)
-    rows = run_rows(scored.records, scored.names, at)
     if paper is not None:
-        render_items.print_paper(paper, compare(paper, rows), as_json)
+        render_items.print_paper(paper, compare(paper, run_rows(scored.records, scored.names, at)), as_json)
     else:
-        emit(str(scored.root), rows, scored.judged, scored.errors, output, list(measure), scored.notices)
+        emit(str(scored.root), run_rows(scored.records, scored.family, at), scored.judged, scored.errors, output,
+             list(measure), scored.notices, scored.names)
     raise typer.Exit(1 if scored.errors else 0)
 
 

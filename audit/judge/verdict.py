@@ -59,8 +59,9 @@ def rule(correction: str = "holm") -> dict[str, str]:
                      "than 2 of true or of random-labels have a value, in every family: not the same as failing",
         "fails": "otherwise, or when the values are all equal (a constant measure)",
         "oriented": "auc and trend are flipped for measures where smaller means more complex",
-        "correction": f"{method} correction per kind of test: across measures for the combined and overall "
-                      "p-values, across the measures of a family for a family's own p-values",
+        "correction": f"{method} correction per kind of test over a fixed family of measures (every measure "
+                      "cached in the store, whatever is shown): across them for the combined and overall p-values, "
+                      "across them within a family of runs for a family's own p-values",
         "auc": "fraction of (random-labels, true) run pairs where the measure is larger on random labels, ties ½; "
                f"interval by bootstrap over seeds ({BOOTSTRAP_RESAMPLES} resamples) when both groups have ≥ "
                f"{BOOTSTRAP_MIN_RUNS} runs, else (marked ~) the central 95% range of auc under the exact "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,17 @@ def load_report(store: Path | None, measure: list[str], at: str | None = None) -
     for name in measure:
         if name not in cached:
             measures.get(name)  # an unknown name: one line with the closest ones
-    names, judged, notices = judged_cached(records, list(dict.fromkeys(measure)) or cached)
-    return Scored(target.root, records, names, judged, errors, at, notices=notices)
+    asked = list(dict.fromkeys(measure)) or cached
+    return fixed_family(Scored(target.root, records, asked, {}, errors, at))
+
+
+def fixed_family(scored: Scored) -> Scored:
+    """The scored store with its correction family fixed, whatever was asked: every measure cached in the store
+    (a plugin's not loaded counts, by its cached direction) and the measures asked; judged holds each."""
+    family, judged, notices = judged_cached(scored.records,
+                                            list(dict.fromkeys(cached_names(scored.records, scored.at) + scored.names)))
+    names = [n for n in scored.names if n in judged]
+    return dataclasses.replace(scored, names=names, judged=judged, family=family, notices=scored.notices + notices)
 
 
 def classes_of(records: list[RunRecord]) -> int:

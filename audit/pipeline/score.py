@@ -229,6 +229,7 @@ class Scored:
     errors: list[str]
     at: str | None = None
     notices: list[str] = field(default_factory=list)
+    family: list[str] = field(default_factory=list)  # the correction family (judged holds each); [] = names
 
 
 def measure_names(measure: list[str], all_: bool) -> list[str]:

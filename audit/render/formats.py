@@ -13,7 +13,8 @@ from audit.render.tables import SUMMARY_COLUMNS, header, summary_cells
 def document(store: str, rows: list[dict[str, Any]], judgement: dict[str, Any],
              errors: list[str] | None = None) -> dict[str, Any]:
     return {"store": store, "header": header(store, rows), "rule": judgement["rule"], "runs": rows,
-            "verdicts": judgement["verdicts"], "summary": judgement["summary"], "errors": errors or []}
+            "verdicts": judgement["verdicts"], "summary": judgement["summary"],
+            "correction": judgement.get("correction"), "errors": errors or []}
 
 
 def clean(value: Any) -> Any:

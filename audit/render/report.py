@@ -26,12 +26,19 @@ class Output:
 
 
 def emit(store: str, rows: list[dict[str, Any]], judged: dict[str, dict[str, Any]], errors: list[str],
-         output: Output, show: list[str], notices: list[str] | None = None) -> None:
-    """Judge the rows (the measures of `judged`, in order) and print them as `output` says; the runs table shows
-    the measures in `show`. Notices, then errors, go to stderr, one line each."""
+         output: Output, show: list[str], notices: list[str] | None = None, shown: list[str] | None = None) -> None:
+    """Judge the rows (the measures of `judged`, in order: the correction family) and print the verdicts of the
+    measures in `shown` (default all) as `output` says; the runs table shows the measures in `show`. Notices,
+    then errors, go to stderr, one line each."""
     for line in notices or []:
         print(f"audit: {line}", file=sys.stderr)
     judgement = judge(rows, judged, output.correction)
+    judgement["correction"] = {"method": output.correction, "size": len(judged), "family": list(judged)}
+    if shown is not None:
+        judgement["verdicts"] = [v for v in judgement["verdicts"] if v["measure"] in shown]
+        judgement["summary"] = [s for s in judgement["summary"] if s["measure"] in shown]
+        rows = [{**r, "measures": {k: v for k, v in r["measures"].items() if k in shown},
+                 "reasons": {k: v for k, v in r.get("reasons", {}).items() if k in shown}} for r in rows]
     if output.csv is not None:
         formats.write_csv(output.csv, judgement)
     if output.as_json:

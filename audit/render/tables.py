@@ -120,9 +120,17 @@ def header_text(head: dict[str, Any]) -> str:
     return text + f"; {families} famil{'y' if families == 1 else 'ies'}, {head['seeds']} seeds"
 
 
+def family_text(correction: dict[str, Any] | None) -> str:
+    """The fixed family the p-values are corrected over, for the header."""
+    if not correction or correction["method"] == "none":
+        return ""
+    size = correction["size"]
+    return f"; p-values corrected over {size} measure{'s' * (size != 1)} (every measure cached in the store)"
+
+
 def print_tables(console: Console, rows: list[dict[str, Any]], judgement: dict[str, Any],
                  show: list[str], store: str) -> None:
-    console.print(header_text(header(store, rows)))
+    console.print(header_text(header(store, rows)) + family_text(judgement.get("correction")))
     console.print(runs_table(rows, show))
     if judgement["summary"]:
         console.print(verdict_table(judgement))
