@@ -103,6 +103,7 @@ def family_stats(rows: list[dict[str, Any]], name: str, direction: int, log: boo
         "complete": len(complete), "nulls": len(nulls),
         "reason": Counter(nulls).most_common(1)[0][0] if nulls else None,
         "undefined": undefined,
+        "unfitted": dict(Counter(variant_label(r) for r in complete if r.get("fitted") is False)),
     }
     if constant or undefined:
         out.update(auc=None, auc_interval=None, auc_interval_kind=None, auc_p=None, trend=None, trend_p=None,
@@ -169,6 +170,15 @@ def family_verdict(stat: dict[str, Any], direction: int) -> tuple[str, str]:
     else:
         note = "separates the wrong way" if kind == "inverted" else ""
     return kind, "; ".join(filter(None, [note, used]))
+
+
+def unfitted_note(unfitted: dict[str, int]) -> str:
+    """The runs judged that never reached the fit target: a randomization test of unfitted models, said."""
+    if not unfitted:
+        return ""
+    counts = ", ".join(f"{n} {variant}" for variant, n in unfitted.items())
+    return (f"not all fitted: {counts} run{'s' * (sum(unfitted.values()) != 1)} did not reach the fit target, "
+            "so this is not a randomization test of fitted models (train longer: --epochs)")
 
 
 def undefined_note(stat: dict[str, Any]) -> str:
@@ -259,10 +269,13 @@ def judge(rows: list[dict[str, Any]], judged: dict[str, dict[str, Any]], correct
     tests = sum(s["trend_p"] is not None for s in summaries)
     for stat in per_family:
         stat["verdict"], stat["note"] = family_verdict(stat, judged[stat["measure"]]["direction"])
+        stat["note"] = "; ".join(filter(None, [stat["note"], unfitted_note(stat["unfitted"])]))
     for summary in summaries:
         mine = [s for s in per_family if s["measure"] == summary["measure"]]
         summary["verdict"], summary["notes"] = overall_verdict(mine, summary["direction"], summary["trend_p"],
                                                                summary["trend_p_adj"], tests)
+        summary["unfitted"] = dict(sum((Counter(s["unfitted"]) for s in mine), Counter()))
+        summary["notes"] += [unfitted_note(summary["unfitted"])] if summary["unfitted"] else []
         summary["families"] = {s["family"]: s["verdict"] for s in mine}
         summary["strength"] = strength(mine, summary["direction"])
     summaries.sort(key=lambda s: (VERDICT_ORDER.index(s["verdict"]), -s["strength"]))

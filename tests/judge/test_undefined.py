@@ -30,12 +30,16 @@ def test_path_norms_of_a_max_pooling_model_are_undefined_with_their_reason(tmp_p
     document = json.loads(result.stdout)
     summary = {s["measure"]: s for s in document["summary"]}
     assert summary["path-l2"]["verdict"] == "undefined"
-    assert summary["path-l2"]["notes"] == ["not defined for these runs: path norms are not defined through "
-                                           "MaxPool2d (2)"]
+    assert summary["path-l2"]["notes"][0] == ("not defined for these runs: path norms are not defined through "
+                                              "MaxPool2d (2)")
     (family,) = [v for v in document["verdicts"] if v["measure"] == "path-l2"]
     assert (family["verdict"], family["nulls"], family["complete"]) == ("undefined", 4, 4)
     assert summary["l2"]["verdict"] == "insufficient"  # 2 seeds: a value on every run, too few runs
     assert "undefined" in document["rule"]
+    # 3 epochs fit no random labels: said in the notes of every measure and family, and counted (item 2)
+    assert summary["l2"]["unfitted"]["random-labels"] == 2
+    assert summary["l2"]["notes"][-1].startswith("not all fitted: ") and "2 random-labels" in summary["l2"]["notes"][-1]
+    assert all("did not reach the fit target" in v["note"] for v in document["verdicts"])
 
 
 def rows(values, reasons=None):
