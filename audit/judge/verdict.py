@@ -64,8 +64,9 @@ def rule(correction: str = "holm") -> dict[str, str]:
                       "across them within a family of runs for a family's own p-values",
         "auc": "fraction of (random-labels, true) run pairs where the measure is larger on random labels, ties ½; "
                f"interval by bootstrap over seeds ({BOOTSTRAP_RESAMPLES} resamples) when both groups have ≥ "
-               f"{BOOTSTRAP_MIN_RUNS} runs, else (marked ~) the central 95% range of auc under the exact "
-               "Mann–Whitney null distribution: an auc outside it is significant at 5% before correction",
+               f"{BOOTSTRAP_MIN_RUNS} runs; with fewer, where resampling cannot inform, the table shows the exact "
+               "one-sided Mann–Whitney p instead (the JSON keeps the exact null distribution's central 95% range "
+               "as auc_interval, kind exact-null)",
         "trend": "Kendall τ-b of the measure against the corruption p over true, corrupt and random-labels runs",
         "tau": "Kendall τ-b of the measure against the gap (train acc − test acc) over all complete runs",
         "psi": "granulated Kendall Ψ over true-label runs: τ within groups differing in one hyperparameter, "

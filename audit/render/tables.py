@@ -53,8 +53,9 @@ def interval_text(stat: dict[str, Any]) -> str:
     interval = stat.get("auc_interval")
     if not interval:
         return fmt(stat["auc"], 2)
-    mark = "" if stat.get("auc_interval_kind") == "bootstrap" else "~"  # ~: the exact null range
-    return f"{stat['auc']:.2f} {mark}[{interval[0]:.2f},{interval[1]:.2f}]"
+    if stat.get("auc_interval_kind") != "bootstrap":  # too few runs to resample: the exact one-sided p informs
+        return f"{stat['auc']:.2f} (p {stat['auc_p']:.2g})" if stat.get("auc_p") is not None else fmt(stat["auc"], 2)
+    return f"{stat['auc']:.2f} [{interval[0]:.2f},{interval[1]:.2f}]"
 
 
 def auc_cell(summary: dict[str, Any], per_family: list[dict[str, Any]]) -> str:
@@ -74,7 +75,7 @@ def trend_cell(summary: dict[str, Any], per_family: list[dict[str, Any]]) -> str
     p = summary.get("trend_p_adj")
     return f"{median(trends):+.2f}" + (f" (p {p:.1g})" if p is not None else "")
 
-SUMMARY_COLUMNS = ("measure", "kind", "dir", "median true", "median random", "auc, interval", "trend (p adj)",
+SUMMARY_COLUMNS = ("measure", "kind", "dir", "median true", "median random", "auc [95%] or (p)", "trend (p adj)",
                    "tau", "psi", "worst sign-err", "verdict", "s/run")
 
 

@@ -1,5 +1,6 @@
-"""A measure that is null with its reason is `undefined`, not `fails`: on a user's conv model with max pooling,
-path norms are not defined, and a table built from the verdicts must not say they fail the test."""
+"""Honest verdicts (issue 17, items 1, 2 and 4): a measure null with its reason is `undefined`, not `fails` (on a
+user's conv model with max pooling, path norms are not defined, and a table built from the verdicts must not say
+they fail the test); unfitted runs are said where they are judged; the auc cell informs or shows the exact p."""
 
 import json
 
@@ -73,3 +74,15 @@ def test_undefined_when_nulls_leave_fewer_than_two_runs_of_either_side(missing):
     values = [(v, None if v == missing and i else float(i)) for v in ("true", "random-labels") for i in range(3)]
     (family,) = judge(rows(values), JUDGED)["verdicts"]
     assert family["verdict"] == "undefined" and family["note"] == "null on 2 of 6 runs: not defined here"
+
+
+@pytest.mark.parametrize("seeds, shown", [(3, "1.00 (p 0.05)"), (5, "1.00 [1.00,1.00]")])
+def test_the_auc_cell_shows_the_exact_p_where_resampling_cannot_inform(seeds, shown):
+    from audit.render.tables import interval_text
+
+    values = [("true", float(i)) for i in range(seeds)] + [("random-labels", 10.0 + i) for i in range(seeds)]
+    (family,) = judge(rows(values), JUDGED)["verdicts"]
+    assert interval_text(family) == shown
+    assert family["auc_interval_kind"] == ("exact-null" if seeds < 5 else "bootstrap")
+    if seeds == 3:  # the exact one-sided Mann–Whitney p of 3 vs 3 completely separated: 1 / C(6, 3)
+        assert family["auc_p"] == pytest.approx(1 / 20)
