@@ -118,7 +118,7 @@ def header_text(head: dict[str, Any]) -> str:
     if head["unfitted"]:
         text += f", {head['unfitted']} complete but not fitted (kept)"
     families = head["families"]
-    return text + f"; {families} famil{'y' if families == 1 else 'ies'}, {head['seeds']} seeds"
+    return text + f"; {families} famil{'y' if families == 1 else 'ies'}, {head['seeds']} seed{'s' * (head['seeds'] != 1)}"
 
 
 def family_text(correction: dict[str, Any] | None) -> str:

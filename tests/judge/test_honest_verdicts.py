@@ -86,3 +86,19 @@ def test_the_auc_cell_shows_the_exact_p_where_resampling_cannot_inform(seeds, sh
     assert family["auc_interval_kind"] == ("exact-null" if seeds < 5 else "bootstrap")
     if seeds == 3:  # the exact one-sided Mann–Whitney p of 3 vs 3 completely separated: 1 / C(6, 3)
         assert family["auc_p"] == pytest.approx(1 / 20)
+
+
+def test_the_header_says_1_seed_and_the_readme_sweep_snippet_matches_the_shipped_file():
+    from pathlib import Path
+
+    from audit.render.tables import header_text
+
+    head = {"store": "s", "runs": 2, "complete": 2, "running": 0, "diverged": 0, "unfitted": 0, "families": 1,
+            "seeds": 1}
+    assert header_text(head).endswith("; 1 family, 1 seed")
+    root = Path(__file__).resolve().parents[2]
+    shipped = (root / "experiments" / "sweep.toml").read_text()
+    snippet = (root / "README.md").read_text().split("[sweep]\n", 1)[1].split("```", 1)[0]
+    for line in (line.split("#")[0].strip() for line in snippet.splitlines()):
+        if "=" in line:
+            assert line in [s.strip() for s in shipped.splitlines()], line
