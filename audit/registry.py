@@ -7,9 +7,12 @@ listings and suggestions, and a function that resolves a matching name or return
 
 from __future__ import annotations
 
+import hashlib
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from audit.errors import UsageError, unknown_name
@@ -43,6 +46,28 @@ def origin_of(value: Any, depth: int) -> str:
         return f"{code.co_filename}:{code.co_firstlineno}"
     frame = sys._getframe(depth)
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def source_digest(file: Path) -> str:
+    """SHA-256 of a module's source file, or of every file of its package (names and bytes)."""
+    if file.name == "__init__.py":
+        files = sorted(p for p in file.parent.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    else:
+        files = [file]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(file.parent)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def raised_in(error: BaseException, home: Path) -> str:
+    """file:line of the deepest frame of the error's traceback inside `home` (a file, or a package's folder
+    when it is an __init__.py), else of the deepest frame."""
+    frames = traceback.extract_tb(error.__traceback__)
+    home = home.parent if home.name == "__init__.py" else home
+    own = [f for f in frames if Path(f.filename) == home or Path(f.filename).is_relative_to(home)]
+    frame = (own or frames or [None])[-1]
+    return "?" if frame is None else f"{frame.filename}:{frame.lineno}"
 
 
 class Registry:

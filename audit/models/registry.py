@@ -8,11 +8,13 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from audit.errors import UsageError
+from audit.models.architecture import describe, source_of
 from audit.models.zoo import MLP_PATTERN, alexnet_small, inception_small, inception_v3, mlp
 from audit.registry import Registry, origin_of
 
@@ -22,6 +24,7 @@ class ModelEntry:
     name: str
     description: str
     build: Callable[..., nn.Module]
+    source: dict[str, str] | None = None  # a user's or plugin's model: where its factory is defined (hashed)
 
 
 def _mlp_entry(name: str) -> ModelEntry:
@@ -41,7 +44,8 @@ def _imported_entry(name: str) -> ModelEntry:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        function = getattr(importlib.import_module(module_name), function_name)
+        module = importlib.import_module(module_name)
+        function = getattr(module, function_name)
     except (ImportError, AttributeError) as err:
         raise UsageError(f"cannot load model '{name}': {err}; the module must be importable from the "
                          "current directory or PYTHONPATH") from None
@@ -51,7 +55,18 @@ def _imported_entry(name: str) -> ModelEntry:
     if not callable(function):
         raise UsageError(f"model '{name}' names a {type(function).__name__}, not a function returning a "
                          "torch.nn.Module")
-    return ModelEntry(name, f"user model {name}", _user_build(name, function))
+    return ModelEntry(name, f"user model {name}", _user_build(name, function), factory_source(function, module))
+
+
+def factory_source(function: Callable[..., nn.Module], module: Any = None) -> dict[str, str] | None:
+    """The source that defines a factory, hashed (None when it has no file: a builtin, a REPL function)."""
+    try:
+        file = inspect.getsourcefile(function) or getattr(module, "__file__", None)
+    except TypeError:
+        file = getattr(module, "__file__", None)
+    if file is None:
+        return None
+    return source_of(file, getattr(function, "__module__", None) or getattr(module, "__name__", ""))
 
 
 def _user_build(name: str, function: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -76,7 +91,8 @@ def register_model(name: str, description: str) -> Callable[[Callable[..., nn.Mo
     takes either argument only if it declares it."""
 
     def register(function: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        MODELS.add(name, ModelEntry(name, description, _user_build(name, function)), origin=origin_of(function, 2))
+        MODELS.add(name, ModelEntry(name, description, _user_build(name, function), factory_source(function)),
+                   origin=origin_of(function, 2))
         return function
 
     return register
@@ -92,10 +108,34 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, *, dr
     """A fresh model; with a seed, its initialization is drawn from that seed alone."""
     entry = model_entry(name)
     if seed is None:
-        return entry.build(input_shape, num_classes, dropout=dropout, batchnorm=batchnorm)
+        return materialized(entry.build(input_shape, num_classes, dropout=dropout, batchnorm=batchnorm), input_shape)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return entry.build(input_shape, num_classes, dropout=dropout, batchnorm=batchnorm)
+        return materialized(entry.build(input_shape, num_classes, dropout=dropout, batchnorm=batchnorm), input_shape)
+
+
+def materialized(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+    """A model with lazy modules (nn.LazyLinear, ...) given its shapes by one forward pass of a zero batch, in
+    eval mode (batch norm statistics untouched), so that its initial weights exist to be saved."""
+    if not any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+        return model
+    training = model.training
+    with torch.no_grad():
+        model.eval()(torch.zeros(2, *input_shape))
+    return model.train(training)
+
+
+def architecture(name: str, model: nn.Module, input_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
+    """The architecture record of a run's freshly built model (see audit.models.architecture)."""
+    return {**describe(model, model_entry(name).source), "input_shape": list(input_shape), "num_classes": num_classes}
+
+
+def current_architecture(name: str, recorded: dict[str, Any], *, dropout: float = 0.0,
+                         batchnorm: bool = True) -> dict[str, Any]:
+    """Today's architecture of the model a run recorded, built for the run's recorded input shape and classes."""
+    shape, classes = tuple(recorded["input_shape"]), int(recorded["num_classes"])
+    model = build_model(name, shape, classes, dropout=dropout, batchnorm=batchnorm, seed=0)
+    return architecture(name, model, shape, classes)
 
 
 def count_params(model: nn.Module) -> int:

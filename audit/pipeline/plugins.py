@@ -25,6 +25,7 @@ from audit.data.sources import DATASETS
 from audit.data.variants import VARIANTS
 from audit.errors import UsageError
 from audit.models.registry import MODELS
+from audit.registry import source_digest
 from measures._registry import MEASURES
 
 ENTRY_POINT_GROUP = "audit.plugins"
@@ -43,18 +44,6 @@ class Plugin:
 
 
 LOADED: dict[str, Plugin] = {}  # by what was asked for: a path or a module name
-
-
-def source_digest(file: Path) -> str:
-    """SHA-256 of a module's source file, or of every file of its package (names and bytes)."""
-    if file.name == "__init__.py":
-        files = sorted(p for p in file.parent.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    else:
-        files = [file]
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(str(path.relative_to(file.parent)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def locate(target: str) -> tuple[str, Path]:

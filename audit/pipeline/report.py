@@ -9,6 +9,8 @@ from typing import Any
 
 import measures
 from audit.errors import UsageError
+from audit.models.architecture import loads, source_state
+from audit.pipeline.changed import source_notices
 from audit.pipeline.grid import open_for_report
 from audit.pipeline.score import Scored
 from audit.store.digests import damage_line
@@ -72,7 +74,7 @@ def load_report(store: Path | None, measure: list[str], at: str | None = None) -
         if name not in cached:
             measures.get(name)  # an unknown name: one line with the closest ones
     asked = list(dict.fromkeys(measure)) or cached
-    return fixed_family(Scored(target.root, records, asked, {}, errors, at))
+    return fixed_family(Scored(target.root, records, asked, {}, errors, at, notices=source_notices(records)))
 
 
 def fixed_family(scored: Scored) -> Scored:
@@ -105,6 +107,7 @@ def run_document(path: Path) -> dict[str, Any]:
     return {"run_id": record.run_id, "path": str(path), "spec": record.spec.to_dict(),
             "status": record.status, "fitted": record.fitted, "integrity": integrity(record),
             "verified": record.verified, "damaged": record.damaged, "attrs": record.attrs,
+            "model_source": source_state(loads(record.attrs.get("architecture"))),
             "data": {k: v for k, v in record.data.items() if not hasattr(v, "shape")},
             "history": {k: v.tolist() for k, v in record.history.items()},
             "measures": {k: {kk: vv for kk, vv in v.items() if kk != "detail"} for k, v in record.measures.items()}}

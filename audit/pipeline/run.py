@@ -4,18 +4,25 @@ process, on Ray, or data-parallel under torchrun) and scored."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import measures
 from audit.data.fitted import build_run_data
 from audit.data.sources import load_base
-from audit.errors import UsageError
+from audit.errors import UsageError, WorkError, user_frame
+from audit.models.registry import model_entry
+from audit.pipeline.changed import changed_runs, own_model, refuse_changed, replace_changed
 from audit.pipeline.grid import GridOutcome, run_grid
 from audit.pipeline.names import check_experiment
+from audit.pipeline.plan import inspect_run
 from audit.pipeline.ray import run_with_ray
 from audit.pipeline.score import Scored, Silent, Tracker, measure_names, score_store
+from audit.registry import raised_in
 from audit.spec.experiment import ExperimentSpec
 from audit.spec.overrides import (
     apply_overrides,
@@ -26,10 +33,11 @@ from audit.spec.overrides import (
     shard_of,
     store_name,
 )
-from audit.spec.run import KERNEL_PREFIX
+from audit.spec.run import KERNEL_PREFIX, RunSpec
 from audit.store.directory import DEFAULT_ROOT, create_store
 from audit.train.ddp import init_ddp
 from audit.train.device import Operational, ddp_world, resolve_device
+from audit.train.state import make_model
 
 BACKENDS = ("local", "ray")
 
@@ -55,6 +63,7 @@ class RunOptions:
     gpus_per_run: float = 0
     ddp: bool = False
     out: Path | str | None = None  # a str straight from the command line: check_out refuses an empty one
+    retrain: bool = False  # train again, in place, the runs whose user model changed since they were trained
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,21 @@ def prepare_run(experiment: ExperimentSpec, overrides: dict[str, Any], options: 
     return PreparedRun(spec, root, ops, names, shard, options)
 
 
+def changed_models(run: PreparedRun) -> list[str]:
+    """Runs in the store whose user model changed since they were trained: refused in one line, or with
+    --retrain set aside to train again in place (a line per run saying so). Only user and plugin models are
+    compared; nothing is read for an experiment of built-in models."""
+    specs = shard_of(run.experiment.expand(), run.shard)
+    if not any(own_model(model) for model in {s.model for s in specs}):
+        return []
+    found = (inspect_run(run.root / "runs" / f"{spec.run_id}.h5") for spec in specs)
+    changed = changed_runs(f.record for f in found if f.record is not None)
+    if not run.options.retrain:
+        refuse_changed(changed, "run")
+        return []
+    return replace_changed(changed)
+
+
 def check_data(run: PreparedRun) -> None:
     """Every dataset of the experiment is there (or downloaded) and large enough, before any store is made;
     with the Ray backend, Ray is installed."""
@@ -111,11 +135,35 @@ def check_data(run: PreparedRun) -> None:
         if size > available:
             raise UsageError(f"train size {size} is larger than the {available} training images of {dataset}")
     build_run_data(specs[0], run.ops.data_dir, run.ops.download)
+    probe_models(specs, run.ops.data_dir, run.ops.download)
     if run.options.backend == "ray":
         try:
             import ray  # noqa: F401  (an optional dependency: pip install -e '.[ray]')
         except ImportError:
             raise UsageError("the Ray backend needs Ray: pip install -e '.[ray]'") from None
+
+
+def probe_models(specs: list[RunSpec], data_dir: Path | None, download: bool) -> None:
+    """Build each user's or plugin's model once and pass it two train inputs, before any store or run file is
+    made: an error in its code is one line naming its file and line (exit 1), and wrong outputs a usage error.
+    Lazy modules get their shapes here too."""
+    for spec in {s.model: s for s in reversed(specs) if own_model(s.model)}.values():
+        data = build_run_data(spec, data_dir, download)
+        try:
+            model = make_model(spec, data).eval()
+            with torch.no_grad():
+                out = model(data.x_train[:2])
+        except (UsageError, WorkError):
+            raise
+        except Exception as err:
+            source = model_entry(spec.model).source
+            where = raised_in(err, Path(source["file"])) if source else "?"
+            raise WorkError(f"model {spec.model} raised {type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
+                            f" (at {where}); nothing was written; `audit --debug run ...` shows the traceback") from err
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, data.num_classes):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise UsageError(f"model {spec.model} returned {shape} for 2 inputs of shape {tuple(data.input_shape)}; "
+                             f"it must return logits of shape (batch, {data.num_classes}), one per class")
 
 
 def train(run: PreparedRun, tracker: Tracker) -> GridOutcome:
@@ -135,6 +183,7 @@ def run_experiment(run: PreparedRun, tracker: Tracker | None = None) -> Scored |
     if run.ops.ddp:
         leave = init_ddp(run.options.device)
     tracker = tracker or Silent()
+    fresh = not run.root.exists()
     try:
         with tracker:
             outcome = train(run, tracker)
@@ -143,6 +192,10 @@ def run_experiment(run: PreparedRun, tracker: Tracker | None = None) -> Scored |
             store = create_store(run.root)
             only = {s.run_id for s in shard_of(run.experiment.expand(), run.shard)} if run.shard else None
             scored = score_store(store, run.names, run.ops, {}, on_run=tracker.on_score, only=only)
+    except Exception as err:
+        if fresh and user_frame(err) is not None:  # the user's code failed mid-training: no half-made store stays
+            shutil.rmtree(run.root, ignore_errors=True)
+        raise
     finally:
         if leave is not None:
             leave()

@@ -15,6 +15,7 @@ import measures
 from audit.data.fitted import build_run_data
 from audit.data.imagenet import MEASURE_BYTES
 from audit.errors import UsageError, WorkError
+from audit.pipeline.changed import changed_runs, refuse_changed
 from audit.spec.overrides import check_point, split_setting
 from audit.spec.run import KERNEL_PREFIX, RunSpec
 from audit.store.digests import damage_line, damage_report
@@ -36,10 +37,15 @@ def context_for(record: RunRecord, ops: Operational, at: str | None = None) -> m
     if data.record["fingerprint_train"] != record.data.get("fingerprint_train"):
         raise WorkError(f"{record.path}: the rebuilt train data do not match the data the run fitted "
                         "(fingerprint mismatch); the dataset files changed since it was trained")
-    final = make_model(record.spec, data)
-    load_arrays(final, record.final if at is None else record.kept[at]["weights"])
-    init = make_model(record.spec, data)
-    load_arrays(init, record.init)
+    final, init = make_model(record.spec, data), make_model(record.spec, data)
+    try:
+        load_arrays(final, record.final if at is None else record.kept[at]["weights"])
+        load_arrays(init, record.init)
+    except RuntimeError as err:  # a run written before architectures were recorded, its model edited since
+        first = str(err).strip().splitlines()[-1].strip()
+        raise WorkError(f"{record.path}: the stored weights do not fit model {record.spec.model} as it is now "
+                        f"({first}); it changed since the run was trained: `audit run --retrain` trains it "
+                        "again") from None
     x = data.x_train
     if hasattr(x, "identity"):  # lazily read images (imagenet): measures take the fitted set as one tensor
 
@@ -121,6 +127,7 @@ def score_store(store: Store, names: list[str], ops: Operational = Operational()
         if record.status != "complete" or (at is not None and at not in record.kept):
             todo = []
         planned.append((path, record, todo))
+    refuse_changed(changed_runs(record for _, record, _ in planned if record.status == "complete"), "score")
     if any(todo for _, _, todo in planned):
         check_writable(store.runs_dir)
     for index, (path, record, todo) in enumerate(planned):

@@ -14,12 +14,15 @@ ATTRIBUTES = ("train_seconds", "samples_seen", "steps_to_fit", "epochs_to_fit", 
 
 
 def history_table(history: dict[str, list[float]]) -> Table:
-    """Every evaluation of the run, or its first 5 and last 6 when there are more than 12."""
-    table = Table(title="history (every evaluation)", title_justify="left")
+    """Every evaluation of the run, or its first 5 and last 6 when there are more than 12, the gap marked."""
+    rows = list(zip(*(history[c] for c in HISTORY_COLUMNS)))
+    title = "history (every evaluation)" if len(rows) <= 12 else f"history ({len(rows)} evaluations; --json has all)"
+    table = Table(title=title, title_justify="left")
     for column in HISTORY_COLUMNS:
         table.add_column(column, justify="right")
-    rows = list(zip(*(history[c] for c in HISTORY_COLUMNS)))
-    for row in rows if len(rows) <= 12 else rows[:5] + rows[-6:]:
+    for index, row in enumerate(rows if len(rows) <= 12 else rows[:5] + rows[-6:]):
+        if len(rows) > 12 and index == 5:
+            table.add_row("…", f"{len(rows) - 11} rows not shown", *[""] * (len(HISTORY_COLUMNS) - 2))
         table.add_row(*(tables.fmt(int(v) if i < 2 else v, 4) for i, v in enumerate(row)))
     return table
 
@@ -48,5 +51,6 @@ def print_run(document: dict[str, Any], as_json: bool) -> None:
     console.print(history_table(document["history"]))
     for key in ATTRIBUTES:
         console.print(f"  {key:<14} {tables.fmt(document['attrs'].get(key))}")
+    console.print(f"  {'model source':<14} {document['model_source']}")
     if document["measures"]:
         console.print(measures_table(document["measures"]))

@@ -19,7 +19,8 @@ from torch import nn
 import audit
 from audit.data.fitted import RunData, build_run_data
 from audit.errors import WorkError
-from audit.models.registry import build_model
+from audit.models.architecture import dumps
+from audit.models.registry import architecture, build_model
 from audit.registry import Registry
 from audit.spec.run import RunSpec, derive_seed
 from audit.store.digests import damage_line
@@ -176,7 +177,8 @@ def open_run(spec: RunSpec, path: Path, ops: Operational, device: torch.device,
     state.record.attrs.update(device=str(device), torch_version=torch.__version__, audit_version=audit.__version__,
                               python_version=platform.python_version(), threads=torch.get_num_threads(),
                               host=socket.gethostname(), pid=os.getpid(), trainer=trainer,
-                              train_size=len(data.x_train), test_size=len(data.x_test))
+                              train_size=len(data.x_train), test_size=len(data.x_test),
+                              architecture=dumps(architecture(spec.model, model, data.input_shape, data.num_classes)))
     if previous is not None and previous.resume is not None:
         if previous.data.get("fingerprint_train") != data.record["fingerprint_train"]:
             raise WorkError(f"{path}: the rebuilt train data differ from the data the run was fitting "

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from audit.pipeline import plugins
+from audit.registry import source_digest
 from cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +81,7 @@ def test_a_plugin_measure_is_scored_judged_and_equals_numpy_on_the_stored_weight
         entry = dict(f["measures/weight-l1"].attrs)
     recorded = json.loads(entry["plugin"])
     assert recorded["file"] == str(plugin_file) and entry["direction"] == 1 and entry["family"] == "my-norms"
-    assert recorded["source_sha256"] == plugins.source_digest(plugin_file)
+    assert recorded["source_sha256"] == source_digest(plugin_file)
 
     rerun = invoke("run", "--model", "mlp-1x256", "--variants", "true,corrupt:0.5,random-labels", "--seeds", "2",
                    "--lr", "0.1", "--out", store, "--plugin", plugin_file, "--measure", "weight-l1", "--json")
