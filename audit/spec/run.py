@@ -31,6 +31,14 @@ VARIANT_NAME = re.compile(r"[a-z][a-z0-9-]*")
 
 KERNEL_PREFIX = "kernel-"  # a model named kernel-KIND[,...] is a kernel machine (audit.theory), not a network
 
+USER_DATASET = "npz"  # the dataset of a run imported with its own arrays (audit import --data)
+
+# The digests of data a user gave (audit import --labels/--data). Left out of the canonical form, to_dict and the
+# family key while None, so that adding them re-keys no stored run; set, they enter the run id.
+USER_DATA_FIELDS = ("labels_sha256", "data_sha256")
+
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -57,12 +65,14 @@ class RunSpec:
     augment: str = "none"  # none | crop | crop+flip | flip
     dropout: float = 0.0
     batchnorm: bool = True  # only for models that have batch norm
+    labels_sha256: str | None = None  # SHA-256 of the fitted train labels a user gave (audit import --labels)
+    data_sha256: str | None = None  # SHA-256 of the arrays a user gave (audit import --data); dataset is "npz"
 
     def __post_init__(self) -> None:
         validate(self)
 
     def canonical(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @property
     def run_id(self) -> str:
@@ -74,11 +84,13 @@ class RunSpec:
 
     def family_key(self) -> str:
         """Runs identical but for variant and seed share a family."""
-        rest = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("variant", "corrupt", "seed")}
+        rest = {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("variant", "corrupt", "seed", *USER_DATA_FIELDS)}  # user data: the variant's data
         return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:8]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        return {k: v for k, v in values.items() if not (k in USER_DATA_FIELDS and v is None)}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunSpec:
@@ -102,6 +114,7 @@ FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {  # field → (accepted
     **{name: ((float, int), False) for name in ("lr", "lr_decay", "momentum", "weight_decay", "fit_target",
                                                  "dropout")},
     "loss_target": ((float, int), True), "corrupt": ((float, int), True),
+    **{name: ((str,), True) for name in USER_DATA_FIELDS},
     **{name: ((bool,), False) for name in ("corrupt_test", "batchnorm")},
 }
 
@@ -184,5 +197,17 @@ def validate(spec: RunSpec) -> None:
     if ":" in spec.model and not spec.model.startswith(KERNEL_PREFIX) and not is_user_model(spec.model):
         raise UsageError(f"model '{spec.model}': a user's model is written module:function, both Python names "
                          "(e.g. mymodels:small_cnn)")
+    for name in USER_DATA_FIELDS:
+        value = getattr(spec, name)
+        if value is not None and not SHA256_HEX.fullmatch(value):
+            raise UsageError(f"{name} must be 64 lowercase hex digits (a SHA-256), got {value!r}")
+    if spec.labels_sha256 is not None and spec.data_sha256 is not None:
+        raise UsageError("a run has labels_sha256 or data_sha256, not both: a user's data carry their own labels")
+    if (spec.data_sha256 is not None) != (spec.dataset == USER_DATASET):
+        raise UsageError(f"dataset '{USER_DATASET}' is a user's arrays (audit import --data) and needs data_sha256; "
+                         "data_sha256 needs it")
+    if spec.data_sha256 is not None and (spec.preprocess != "none" or spec.train_size is not None):
+        raise UsageError("a user's arrays (data_sha256) are the inputs as the model sees them: preprocess none, "
+                         "train_size null")
     if spec.augment not in ("none", "crop", "flip", "crop+flip"):
         raise unknown_name("augmentation", spec.augment, ["none", "crop", "flip", "crop+flip"])
