@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from audit.errors import WorkError
+from audit.pipeline.cost import run_flops
 from audit.spec.experiment import ExperimentSpec
 from audit.spec.overrides import shard_of
+from audit.spec.run import RunSpec
 from audit.store.digests import damage_line
 from audit.store.files import BadRunFile, NewerSchema, read_run
 from audit.store.record import RunRecord
@@ -55,15 +58,29 @@ def run_state(path: Path) -> str:
 
 
 PLANNED = {"corrupt": "corrupt (retrained)", "newer": "newer schema (refused)"}
+SHOWN = ("variant", "corrupt", "seed", "model", "dataset")  # columns of their own in the plan
 
 
-def plan_items(experiment: ExperimentSpec, root: Path, shard: tuple[int, int] | None = None) -> list[dict[str, Any]]:
-    """One item per run of the experiment (or of its shard): its id, variant, seed, model, dataset, spec, and its
-    state in the store at root, as `audit run` would find it (a corrupt file is retrained, a newer one refused)."""
-    items = []
-    for run in shard_of(experiment.expand(), shard):
+def varying(specs: list[RunSpec]) -> list[str]:
+    """The spec fields whose values differ between the runs, beside those the plan shows as columns."""
+    rows = [s.to_dict() for s in specs]
+    return [k for k in rows[0] if k not in SHOWN and len({json.dumps(r[k]) for r in rows}) > 1] if rows else []
+
+
+def plan_items(experiment: ExperimentSpec, root: Path, shard: tuple[int, int] | None = None,
+               rate: float | None = None) -> list[dict[str, Any]]:
+    """One item per run of the experiment (or of its shard): its id, variant, seed, model, dataset, the settings
+    that vary between runs, its spec, its state in the store at root as `audit run` would find it (a corrupt
+    file is retrained, a newer one refused) and, given a training rate in FLOP/s, the most seconds it takes."""
+    items, cache = [], {}
+    runs = shard_of(experiment.expand(), shard)
+    fields = varying(experiment.expand())
+    for run in runs:
         found = inspect_run(root / "runs" / f"{run.run_id}.h5")
+        settings = run.to_dict()
         items.append({"run_id": run.run_id, "variant": run.variant_label, "seed": run.seed, "model": run.model,
-                      "dataset": run.dataset, "state": PLANNED.get(found.state, found.state),
-                      "reason": found.reason, "spec": run.to_dict()})
+                      "dataset": run.dataset, "settings": " ".join(f"{k}={settings[k]}" for k in fields),
+                      "state": PLANNED.get(found.state, found.state), "reason": found.reason,
+                      "seconds_at_most": None if rate is None else round(run_flops(run, cache) / rate, 1),
+                      "spec": settings})
     return items

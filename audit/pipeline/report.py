@@ -12,7 +12,7 @@ from audit.errors import UsageError
 from audit.models.architecture import loads, source_state
 from audit.pipeline.changed import source_notices
 from audit.pipeline.grid import open_for_report
-from audit.pipeline.score import Scored
+from audit.pipeline.score import Scored, check_reached
 from audit.store.digests import damage_line
 from audit.store.directory import Store, open_store
 from audit.store.files import read_run
@@ -74,7 +74,9 @@ def load_report(store: Path | None, measure: list[str], at: str | None = None) -
         if name not in cached:
             measures.get(name)  # an unknown name: one line with the closest ones
     asked = list(dict.fromkeys(measure)) or cached
-    return fixed_family(Scored(target.root, records, asked, {}, errors, at, notices=source_notices(records)))
+    reached = check_reached(records, at, target.root)
+    return fixed_family(Scored(target.root, records, asked, {}, errors, at,
+                               notices=reached + source_notices(records)))
 
 
 def fixed_family(scored: Scored) -> Scored:

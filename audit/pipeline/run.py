@@ -17,9 +17,10 @@ from audit.data.sources import load_base
 from audit.errors import UsageError, WorkError, user_frame
 from audit.models.registry import model_entry
 from audit.pipeline.changed import changed_runs, own_model, refuse_changed, replace_changed
+from audit.pipeline.cost import TRAIN_FRACTION, matmul_rate
 from audit.pipeline.grid import GridOutcome, run_grid
 from audit.pipeline.names import check_experiment
-from audit.pipeline.plan import inspect_run
+from audit.pipeline.plan import inspect_run, plan_items
 from audit.pipeline.ray import run_with_ray
 from audit.pipeline.score import Scored, Silent, Tracker, measure_names, score_store
 from audit.registry import raised_in
@@ -35,6 +36,7 @@ from audit.spec.overrides import (
 )
 from audit.spec.run import KERNEL_PREFIX, RunSpec
 from audit.store.directory import DEFAULT_ROOT, create_store
+from audit.store.record import RunRecord
 from audit.train.ddp import init_ddp
 from audit.train.device import Operational, ddp_world, resolve_device
 from audit.train.state import make_model
@@ -111,10 +113,10 @@ def prepare_run(experiment: ExperimentSpec, overrides: dict[str, Any], options: 
     return PreparedRun(spec, root, ops, names, shard, options)
 
 
-def changed_models(run: PreparedRun) -> list[str]:
+def changed_models(run: PreparedRun, dry: bool = False) -> list[str]:
     """Runs in the store whose user model changed since they were trained: refused in one line, or with
-    --retrain set aside to train again in place (a line per run saying so). Only user and plugin models are
-    compared; nothing is read for an experiment of built-in models."""
+    --retrain set aside to train again in place (a line per run saying so; `dry`: only the run ids, nothing
+    moved). Only user and plugin models are compared; nothing is read for an experiment of built-in models."""
     specs = shard_of(run.experiment.expand(), run.shard)
     if not any(own_model(model) for model in {s.model for s in specs}):
         return []
@@ -123,7 +125,24 @@ def changed_models(run: PreparedRun) -> list[str]:
     if not run.options.retrain:
         refuse_changed(changed, "run")
         return []
-    return replace_changed(changed)
+    return [record.run_id for record, _ in changed] if dry else replace_changed(changed)
+
+
+def plan_run(run: PreparedRun) -> dict[str, Any]:
+    """`audit run --plan`: everything checked as `audit run` checks it (data there and large enough, user models
+    built and probed, changed models refused), then the runs with their varying settings and state, and the
+    estimated time on this machine, from its matmul rate measured now. Writes nothing."""
+    check_data(run)
+    retrained = set(changed_models(run, dry=True))
+    rate = matmul_rate() * TRAIN_FRACTION
+    items = plan_items(run.experiment, run.root, run.shard, rate)
+    for item in items:
+        if item["run_id"] in retrained:
+            item["state"] = "model changed (retrained)"
+    todo = sum(i["seconds_at_most"] for i in items if i["state"] not in ("complete", "newer schema (refused)"))
+    return {"store": str(run.root), "runs": items,
+            "estimate": {"seconds_at_most": round(todo, 1), "matmul_gflops": round(rate / TRAIN_FRACTION / 1e9, 1),
+                         "training_fraction": TRAIN_FRACTION}}
 
 
 def check_data(run: PreparedRun) -> None:
@@ -189,6 +208,9 @@ def run_experiment(run: PreparedRun, tracker: Tracker | None = None) -> Scored |
             outcome = train(run, tracker)
             if run.ops.ddp and ddp_world()[0] != 0:
                 return None
+            if outcome.skipped and not outcome.records:
+                raise WorkError(f"every run of this experiment is held by another process ({outcome.skipped[0]}); "
+                                f"nothing was done here: `audit report {run.root}` once that one finishes")
             store = create_store(run.root)
             only = {s.run_id for s in shard_of(run.experiment.expand(), run.shard)} if run.shard else None
             scored = score_store(store, run.names, run.ops, {}, on_run=tracker.on_score, only=only)
@@ -200,4 +222,19 @@ def run_experiment(run: PreparedRun, tracker: Tracker | None = None) -> Scored |
         if leave is not None:
             leave()
     return Scored(store.root, scored.records, run.names, measures.judged(run.names), outcome.errors + scored.errors,
-                  notices=outcome.notices + outcome.skipped)  # retrained or trained elsewhere: not failures
+                  notices=outcome.notices + outcome.skipped + unkept(outcome.records, run.experiment.keep))
+
+
+def unkept(records: list[RunRecord], keep: tuple[str, ...]) -> list[str]:
+    """One line per keep point that complete runs passed without keeping it (trained before it was asked):
+    `audit run` does not retrain complete runs, so asking it now keeps nothing for them."""
+    lines = []
+    for tag in keep:
+        kind, _, amount = tag.partition(":")
+        passed = [r for r in records if tag not in r.kept and len(r.history.get("epoch", [])) and (
+            max(r.history["epoch"]) >= float(amount) if kind == "epoch" else min(r.history["train_loss"]) <= float(amount))]
+        if passed:
+            lines.append(f"{len(passed)} complete run{'s' * (len(passed) > 1)} passed {tag} before it was asked and "
+                         f"kept no weights there (complete runs are not retrained): train into a new store with --out "
+                         f"--keep {tag} to keep it")
+    return lines

@@ -262,6 +262,20 @@ def parse_settings(values: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def check_reached(records: list[RunRecord], at: str | None, root: Path) -> list[str]:
+    """Judging at a keep point that no run of the store kept is refused (it would be a table of dashes); the
+    notice of how many runs never reached it when some did."""
+    complete = [r for r in records if r.status == "complete"]
+    missing = [r for r in complete if at not in r.kept]
+    if at is None or not missing:
+        return []
+    if len(missing) < len(complete):
+        return [f"{len(missing)} of {len(complete)} complete runs never reached {at}: they have no values there"]
+    kept = sorted({tag for r in records for tag in r.kept})
+    raise UsageError(f"no run of {root} kept the point {at} (kept: {', '.join(kept) or 'none'}); train with "
+                     f"`audit run ... --keep {at}` into a new store (--out) to judge there")
+
+
 def score_runs(store: Path | None, measure: list[str], all_measures: bool, setting: list[str], *,
                recompute: bool = False, device: str = "auto", data_dir: Path | None = None, at: str | None = None,
                tracker: Tracker | None = None) -> Scored:
@@ -276,5 +290,6 @@ def score_runs(store: Path | None, measure: list[str], all_measures: bool, setti
     with tracker:
         outcome = score_store(target, names, ops, settings, recompute=recompute, on_run=tracker.on_score,
                               at=check_point(at))
+    reached = check_reached(outcome.records, at, target.root)
     return Scored(target.root, outcome.records, names, measures.judged(names), outcome.errors, at,
-                  notices=outcome.notices)
+                  notices=outcome.notices + reached)

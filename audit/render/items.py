@@ -40,13 +40,33 @@ def quantities(pairs: list[tuple[str, Any]], note: str = "") -> None:
     print_items([{"quantity": k, "value": v} for k, v in pairs], False, ["quantity", "value"], note=note)
 
 
-def print_plan(items: list[dict[str, Any]], root: Path, as_json: bool) -> None:
-    """The runs of `audit run --plan` (audit.pipeline.plan.plan_items) and how many are left to train."""
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them: 42 s, 3 min 20 s, 2 h 5 min."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
+    return f"{seconds // 3600:.0f} h {seconds % 3600 // 60:.0f} min"
+
+
+def print_plan(document: dict[str, Any], as_json: bool) -> None:
+    """The runs of `audit run --plan` (audit.pipeline.run.plan_run), the settings that vary between them, and how
+    many are left to train in at most how long on this machine."""
     if as_json:
-        print(formats.dumps({"store": str(root), "runs": items}))
+        print(formats.dumps(document))
         return
-    print_items(items, False, PLAN_COLUMNS,
-                note=f"store {root}: {sum(i['state'] != 'complete' for i in items)} of {len(items)} runs to train")
+    items = document["runs"]
+    columns = PLAN_COLUMNS + (["settings"] if any(i.get("settings") for i in items) else [])
+    rows = [{**i, "≤ s": None if i.get("seconds_at_most") is None else f"{i['seconds_at_most']:.1f}"} for i in items]
+    todo = sum(i["state"] not in ("complete", "newer schema (refused)") for i in items)
+    note = f"store {document['store']}: {todo} of {len(items)} runs to train"
+    estimate = document.get("estimate")
+    if estimate is not None:
+        columns.append("≤ s")
+        note += (f"; at most {duration(estimate['seconds_at_most'])} on this machine if every run trains its whole "
+                 f"epoch budget (runs stop once fitted; training at {estimate['training_fraction']} of the "
+                 f"{estimate['matmul_gflops']:.0f} GFLOP/s matmul rate measured now)")
+    print_items(rows, False, columns, note=note)
 
 
 def print_paper(paper: str, lines: list[dict[str, Any]], as_json: bool) -> None:

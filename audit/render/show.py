@@ -51,6 +51,7 @@ def print_run(document: dict[str, Any], as_json: bool) -> None:
     console.print(history_table(document["history"]))
     for key in ATTRIBUTES:
         console.print(f"  {key:<14} {tables.fmt(document['attrs'].get(key))}")
-    console.print(f"  {'model source':<14} {document['model_source']}")
+    if "model_source" in document:
+        console.print(f"  {'model source':<14} {document['model_source']}")
     if document["measures"]:
         console.print(measures_table(document["measures"]))

@@ -2,7 +2,6 @@
 left to train; a run document prints without the run file."""
 
 import json
-from pathlib import Path
 
 from audit.render.items import print_items, print_plan
 from audit.render.show import print_run
@@ -26,11 +25,12 @@ def test_print_items_as_a_table_shows_the_columns_and_the_note(capsys):
 def test_print_plan_counts_the_runs_to_train(capsys):
     items = [{"run_id": f"r{i}", "variant": "true", "seed": i, "model": "m", "dataset": "d", "state": state,
               "spec": {}} for i, state in enumerate(["complete", "new", "corrupt (retrained)"])]
-    print_plan(items, Path("somewhere"), False)
+    document = {"store": "somewhere", "runs": items}
+    print_plan(document, False)
     out = capsys.readouterr().out
     assert "store somewhere: 2 of 3 runs to train" in out and "corrupt (retrained)" in out
-    print_plan(items, Path("somewhere"), True)
-    assert json.loads(capsys.readouterr().out) == {"store": "somewhere", "runs": items}
+    print_plan(document, True)
+    assert json.loads(capsys.readouterr().out) == document
 
 
 def test_print_run_prints_a_document(capsys):
