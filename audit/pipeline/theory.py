@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from audit.data.sources import load_base
 from audit.errors import UsageError
 from audit.pipeline.names import check_run
 from audit.spec.run import RunSpec
@@ -29,12 +30,18 @@ def build_expressivity(n: int | None, d: int | None, dataset: str | None, train_
     return expressivity(n or 0, d or 0, dataset, train_size, variant, targets, seed, data_dir, depth)
 
 
+KERNEL_TRAIN_SIZE = 4000
+
+
 def fit_kernel(dataset: str, train_size: int | None, variant: str, kind: str, bandwidth: float | None,
                ridge: float, degree: int, features: str, seed: int, preprocess: str, *, out: Path | None = None,
                device: str = "cpu", data_dir: Path | None = None, download: bool = False,
                on_stage: Callable[[str], None] | None = None) -> tuple[RunSpec, dict[str, Any]]:
     """Fit the kernel interpolant of one audit variant (train_size 0 or None: the whole train set): its run spec
     and summary; with `out`, also written into that store as a run (the summary then names the store)."""
+    if train_size is None:  # the default: 4000 images, or every one of a smaller train set (digits has 1347)
+        available = len(load_base(dataset, data_dir, download).y_train)
+        train_size = KERNEL_TRAIN_SIZE if available > KERNEL_TRAIN_SIZE else 0
     spec = check_run(kernel_spec(dataset, train_size or None, variant, kind, bandwidth, ridge, features, degree,
                                  seed, preprocess))
     target = str(resolve_device(device))

@@ -94,9 +94,9 @@ def store_name(experiment: ExperimentSpec, overrides: dict[str, Any]) -> str:
         return experiment.store
     parts = []
     for key, value in sorted(given.items()):
-        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-        parts.append(f"{key.replace('_', '-')}={text}")
-    return re.sub(r"[^A-Za-z0-9=.,:+-]+", "_", f"{experiment.store}_{'_'.join(parts)}")[:200]
+        text = "+".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts.append(f"{key.replace('_', '-')}={text.replace(':', '-')}")  # ':' and ',' trouble shells and other OSes
+    return re.sub(r"[^A-Za-z0-9=.+-]+", "_", f"{experiment.store}_{'_'.join(parts)}")[:200]
 
 
 def parse_checkpoint(text: str | None) -> tuple[int, float]:
