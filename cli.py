@@ -4,7 +4,19 @@ No science and no logic in here: every piece lives in the layer it belongs to.""
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
+
+
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    print("audit: interrupted while starting; nothing was done", file=sys.stderr)
+    raise SystemExit(130)
+
+
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "audit":  # the command, not a test importing it:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)  # Ctrl-C in the slow imports and parsing: one line
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -14,17 +26,17 @@ from typer._click import exceptions as typer_click_exceptions
 
 import audit
 import experiments
-from audit.errors import UsageError, WorkError
+from audit.errors import UsageError, WorkError, user_frame
 from audit.judge.paper import check_paper, compare
 from audit.judge.rows import run_rows
 from audit.pipeline import catalogue
 from audit.pipeline.benchmark import BenchmarkOptions, run_benchmark
 from audit.pipeline.check import check_measures
+from audit.pipeline.export import export_data as export_run_data
 from audit.pipeline.importer import import_model
-from audit.pipeline.plan import plan_items
 from audit.pipeline.plugins import load_plugins
 from audit.pipeline.report import classes_of, fixed_family, load_report, show_run
-from audit.pipeline.run import RunOptions, prepare_run, run_experiment
+from audit.pipeline.run import RunOptions, changed_models, plan_run, prepare_run, run_experiment
 from audit.pipeline.score import Scored, score_runs
 from audit.pipeline.theory import build_expressivity, fit_kernel
 from audit.pipeline.verify import verify_store
@@ -56,24 +68,38 @@ def _show_usage_error_in_one_line(self: Any, file: Any = None) -> None:
 typer_click_exceptions.UsageError.show = _show_usage_error_in_one_line
 
 
+_debug = {"on": False}
+
+
 def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
-    """One line and exit code 2 for bad usage, 1 for failed work; never a traceback for a user error."""
+    """One line and exit code 2 for bad usage, 1 for failed work or an error in the user's own code, 130 for an
+    interrupt; never a traceback for a user error (--debug adds it)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = _debug["on"] or os.environ.get("AUDIT_DEBUG") not in (None, "", "0")  # the traceback, then the line
+        if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # the command's own interrupt handling
         try:
             for warning in load_plugins(kwargs.get("plugin") or []):  # AUDIT_PLUGINS, entry points, --plugin
                 print(f"audit: warning: {one_line(warning)}", file=sys.stderr)
             return command(*args, **kwargs)
-        except UsageError as err:
-            print(f"audit: error: {one_line(err)}", file=sys.stderr)
-            raise typer.Exit(2) from None
-        except WorkError as err:
-            print(f"audit: failed: {one_line(err)}", file=sys.stderr)
+        except (UsageError, WorkError, KeyboardInterrupt) as err:
+            if debug:
+                traceback.print_exc()
+            if isinstance(err, KeyboardInterrupt):
+                print("audit: interrupted; complete runs are kept and `audit run` resumes the rest", file=sys.stderr)
+                raise typer.Exit(130) from None
+            kind, code = ("error", 2) if isinstance(err, UsageError) else ("failed", 1)
+            print(f"audit: {kind}: {one_line(err)}", file=sys.stderr)
+            raise typer.Exit(code) from None
+        except Exception as err:  # an error in the user's own code (a model factory, a forward pass): theirs
+            where = user_frame(err)
+            if where is None or debug:
+                raise  # audit's own bug (or --debug): the traceback
+            print(f"audit: failed: your code raised {type(err).__name__}: {one_line(err)} (at {where}); "
+                  "`audit --debug ...` shows the traceback", file=sys.stderr)
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            print("audit: interrupted; complete runs are kept and `audit run` resumes the rest", file=sys.stderr)
-            raise typer.Exit(130) from None
 
     return wrapper
 
@@ -88,8 +114,11 @@ def version_callback(value: bool) -> None:
 def main_options(
     version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
                                           help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of any error (also "
+                                                        "AUDIT_DEBUG=1).")] = False,
 ) -> None:
     """Run the randomization test of Zhang et al. and audit generalization measures with it."""
+    _debug["on"] = debug  # set on every invocation: a test's earlier --debug does not leak into the next
 
 
 # ---------------------------------------------------------------- shared options
@@ -176,6 +205,8 @@ def run(
                                                     "torchrun launch; rank 0 writes the store.")] = False,
     plan: Annotated[bool, typer.Option("--plan", help="Validate and list the runs the experiment would train, "
                                                       "with their state in the store; train nothing.")] = False,
+    retrain: Annotated[bool, typer.Option("--retrain", help="Train again, in place, the runs whose own model "
+                                                            "(module:function or a plugin's) changed since.")] = False,
     plugin: PluginOpt = [],
     as_json: JsonOpt = False,
 ) -> None:
@@ -187,11 +218,13 @@ def run(
                               weight_decay=weight_decay, batch_size=batch_size, corrupt_test=corrupt_test,
                               seeds=seeds, variants=variants)
     options = RunOptions(tuple(measure), all_measures, device, checkpoint_every, keep, batch, precision, compile_,
-                         data_dir, download, shard, backend, address, cpus_per_run, gpus_per_run, ddp, out)
+                         data_dir, download, shard, backend, address, cpus_per_run, gpus_per_run, ddp, out, retrain)
     prepared = prepare_run(experiments.load(experiment), overrides, options)
     if plan:
-        render_items.print_plan(plan_items(prepared.experiment, prepared.root, prepared.shard), prepared.root, as_json)
+        render_items.print_plan(plan_run(prepared), as_json)
         return
+    for line in changed_models(prepared):
+        print(f"audit: {line}", file=sys.stderr)
     scored = run_experiment(prepared, Reporter())
     raise typer.Exit(0 if scored is None else report(scored, output, []))
 
@@ -336,8 +369,9 @@ def expressivity(
 @guarded
 def kernel(
     dataset: Annotated[str, typer.Option(help="digits, fashion-mnist, mnist or cifar10.")] = "fashion-mnist",
-    train_size: Annotated[Optional[int], typer.Option(help="Stratified, seeded subset of the train set "
-                                                           "(default 4000; 0 = all of it).")] = 4000,
+    train_size: Annotated[Optional[int], typer.Option(
+        help="Stratified, seeded subset of the train set (default 4000, or all of a smaller one; 0 = all of it).",
+        show_default=False)] = None,
     variant: Annotated[str, typer.Option(help="true, corrupt:P or random-labels (test labels stay clean).")] = "true",
     kind: Annotated[str, typer.Option("--kernel", help="gaussian, laplace, linear or polynomial.")] = "gaussian",
     bandwidth: Annotated[Optional[float], typer.Option(
@@ -372,18 +406,57 @@ def import_command(
     model: Annotated[str, typer.Option(help="module:function returning the torch model (importable from here).")],
     init: Annotated[Path, typer.Option(help="state_dict of the model at initialization (torch.save).")],
     final: Annotated[Path, typer.Option(help="state_dict of the trained model (torch.save).")],
-    dataset: Annotated[str, typer.Option(help="The dataset it was trained on.")] = "digits",
+    dataset: Annotated[Optional[str], typer.Option(
+        help="The dataset it was trained on (default digits).", show_default=False)] = None,
     variant: Annotated[str, typer.Option(help="The variant it was trained on: true, corrupt:P, random-labels, ...")] = "true",
     seed: Annotated[int, typer.Option(help="The seed of the variant (it regenerates the fitted labels).")] = 0,
     train_size: Annotated[Optional[int], typer.Option(help="Stratified subset it was trained on.")] = None,
-    preprocess: Annotated[str, typer.Option(help="standard, paper or none.")] = "standard",
+    preprocess: Annotated[Optional[str], typer.Option(
+        help="standard (the default), paper or none.", show_default=False)] = None,
+    labels: Annotated[Optional[Path], typer.Option(
+        help="The train labels it fitted (.npy of integers in [0, classes), one per train example in the order "
+             "of `audit export-data`), in place of the regenerated ones; their SHA-256 enters the run id.")] = None,
+    data: Annotated[Optional[Path], typer.Option(
+        help="Its own data: an .npz with x_train, y_train, x_test, y_test, the inputs as the model sees them; "
+             "the dataset is then 'npz' and their SHA-256 enters the run id.")] = None,
+    data_dir: DataDirOpt = None,
+    download: DownloadOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a model trained elsewhere to a store as a complete run, so that `audit score` and `audit report`
-    judge it like the others. Its data are rebuilt from the dataset, variant and seed given here."""
+    judge it like the others. Its data are rebuilt from the dataset, variant and seed given here, with the
+    labels it fitted from --labels; or they are the arrays of --data."""
     summary = import_model(check_path(store, "STORE"), model, init, final, dataset=dataset, variant=variant, seed=seed,
-                           train_size=train_size, preprocess=preprocess)
+                           train_size=train_size, preprocess=preprocess, labels=labels, data=data,
+                           data_dir=data_dir, download=download)
     render_items.print_import(summary, as_json)
+
+
+@app.command("export-data")
+@guarded
+def export_data(
+    dataset: Annotated[str, typer.Argument(help="digits, mnist, fashion-mnist, cifar10, cifar100, svhn, folder:PATH.")],
+    out: Annotated[Path, typer.Option(help="The .npz file to write (refused if it exists).")],
+    variant: Annotated[str, typer.Option(help="true, corrupt:P, random-labels, shuffled-pixels, ...")] = "true",
+    seed: Annotated[int, typer.Option(help="The seed of the variant.")] = 0,
+    train_size: Annotated[Optional[int], typer.Option(help="Stratified, seeded subset of the train set.")] = None,
+    preprocess: Annotated[str, typer.Option(help="standard, paper or none.")] = "standard",
+    data_dir: DataDirOpt = None,
+    download: DownloadOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the exact data a run of this spec fits, for training elsewhere: x_train, y_train, x_test, y_test
+    (float32 inputs as the model sees them, int64 labels as fitted, e.g. random for random-labels), and print
+    the `audit import` options that bring the trained model back as that run."""
+    document = export_run_data(out, dataset=dataset, variant=variant, seed=seed, train_size=train_size,
+                               preprocess=preprocess, data_dir=data_dir, download=download)
+    if as_json:
+        print(formats.dumps(document))
+        return
+    shapes = ", ".join(f"{name} {tuple(a['shape'])} {a['dtype']}" for name, a in document["arrays"].items())
+    print(f"wrote {document['out']}: {shapes}")
+    print(f"import the trained model with: audit import STORE --model MODULE:FUNCTION --init INIT.pt --final "
+          f"FINAL.pt {document['import_options']}")
 
 
 @app.command()

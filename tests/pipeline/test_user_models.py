@@ -153,7 +153,8 @@ def test_debug_shows_the_traceback(tmp_path, user_module, monkeypatch):
                     tmp_path / "s")
     assert result.exit_code == 1
     assert "Traceback" in result.stderr and 'raise ValueError("width must be even")' in result.stderr
-    monkeypatch.delenv("AUDIT_DEBUG")
+    again = invoke("run", "quick", "--model", f"{module}:factory", "--seeds", "1", "--out", tmp_path / "t")
+    assert again.exit_code == 1 and "Traceback" not in again.stderr  # --debug holds for its own invocation only
 
 
 def test_a_model_of_lazy_modules_trains_and_keeps_its_initial_weights(tmp_path, user_module):
