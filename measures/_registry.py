@@ -219,18 +219,36 @@ def raised_at(error: BaseException, measure_: Measure) -> str:
     return f"{frame.filename}:{frame.lineno}"
 
 
+HISTORY_REASON = "needs a run's training history or procedure: score it through a store (`audit score`)"
+
+
 def compute(model: nn.Module, names_: list[str], train: tuple[torch.Tensor, torch.Tensor] | None = None,
             init: nn.Module | None = None, device: str | torch.device = "cpu",
-            settings: dict[str, dict[str, Any]] | None = None) -> dict[str, float | None]:
-    """Measures of any torch model: {name: value or None}. The model is measured in eval mode."""
+            settings: dict[str, dict[str, Any]] | None = None) -> dict[str, Result]:
+    """Measures of any torch model, measured in eval mode: {name: Result} in the order asked.
+
+    Each Result has .value (a float, or None) and .reason (why it is None: the measure is not defined
+    for this model, it needs a run's history, or it failed: "failed: ..."); one failing measure never
+    aborts the others. A measure that needs train data or init weights that were not given is a
+    UsageError naming every such measure and the argument to pass."""
+    for name in names_:
+        get(name)  # unknown names fail first, with the closest match
+    computable = [name for name in names_ if not {"history", "procedure"} & set(get(name).needs)]
+    missing = {arg: [name for name in computable if need in get(name).needs and given is None]
+               for arg, need, given in (("train=(x, y)", "train", train), ("init=", "init", init))}
+    missing = {arg: names for arg, names in missing.items() if names}
+    if missing:
+        raise UsageError("; ".join(f"{', '.join(names)} need{'s' if len(names) == 1 else ''} {arg}"
+                                   for arg, names in missing.items()) + ": pass it to measures.compute")
     device = torch.device(device)
+    x, y = (train[0].to(device), train[1].to(device)) if train is not None else (None, None)
+    ctx = Context(model=prepare(model, device), init=prepare(init, device) if init is not None else None,
+                  x=x, y=y, raw_model=model, device=device, num_classes=None)
+    results = {}
     for name in names_:
         needs = get(name).needs
         if "history" in needs or "procedure" in needs:
-            raise UsageError(f"measure '{name}' needs a run's history or training procedure: score it "
-                             "through a store (`audit score`)")
-    x, y = (train[0].to(device), train[1].to(device)) if train is not None else (None, None)
-    ctx = Context(model=prepare(model, device), init=prepare(init, device) if init is not None else None,
-                  x=x, y=y, raw_model=model, device=device,
-                  num_classes=None)
-    return {name: evaluate(ctx, name, (settings or {}).get(name)).value for name in names_}
+            results[name] = Result(None, 0.0, HISTORY_REASON)
+        else:
+            results[name] = evaluate(ctx, name, (settings or {}).get(name))
+    return results

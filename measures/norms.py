@@ -155,8 +155,11 @@ def spectral_sum(ctx: Context) -> float:
          reference="Jiang et al. 2020, dist-spec-init",
          formula="Σ_i log ‖W_i − W_i⁰‖_2, conv W_i reshaped")
 def spectral_init(ctx: Context) -> float:
-    pairs = zip(weights(ctx.model), init_weights(ctx))
-    return sum(math.log(float(torch.linalg.matrix_norm(as_matrix(w.double() - w0.double()), ord=2))) for w, w0 in pairs)
+    norms = [float(torch.linalg.matrix_norm(as_matrix(w.double() - w0.double()), ord=2))
+             for w, w0 in zip(weights(ctx.model), init_weights(ctx))]
+    if min(norms) == 0.0:
+        raise Undefined(f"layer {norms.index(0.0)}'s weights equal their initialization (log 0)")
+    return sum(math.log(n) for n in norms)
 
 
 @measure("stable-rank", family="spectral", needs=("weights",), direction=1, cost="instant", invariant=True,

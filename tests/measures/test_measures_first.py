@@ -98,7 +98,7 @@ def test_path_l2_equals_explicit_enumeration_of_paths(seed):
     for i, j, k, o in itertools.product(range(3), range(4), range(5), range(2)):
         total += w[0][j, i] ** 2 * w[1][k, j] ** 2 * w[2][o, k] ** 2
     got = measures.compute(model, ["path-l2"], train=(torch.zeros(1, 3), torch.zeros(1, dtype=torch.long)))
-    assert got["path-l2"] == pytest.approx(math.sqrt(total), rel=1e-10)
+    assert got["path-l2"].value == pytest.approx(math.sqrt(total), rel=1e-10)
 
 
 def test_steps_to_fit_is_read_from_the_run(small_store):

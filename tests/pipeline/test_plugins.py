@@ -41,7 +41,7 @@ def test_a_plugin_file_registers_a_measure_that_computes_like_numpy(tmp_path):
     assert entry.family == "my-family" and entry.plugin == plugin.record()
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
     weights = [model[0].weight.detach().numpy(), model[2].weight.detach().numpy()]
-    value = measures.compute(model, ["sum-abs"], settings={"sum-abs": {"power": 2.0}})["sum-abs"]
+    value = measures.compute(model, ["sum-abs"], settings={"sum-abs": {"power": 2.0}})["sum-abs"].value
     assert value == pytest.approx(sum(float((w.astype(np.float64) ** 2).sum()) for w in weights), rel=1e-6)
     assert plugins.load(str(path)) is plugin  # loaded once
 
