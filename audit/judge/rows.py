@@ -6,7 +6,7 @@ import dataclasses
 import re
 from typing import Any
 
-from audit.spec.run import INPUT_VARIANTS, LABEL_VARIANTS, RunSpec
+from audit.spec.run import INPUT_VARIANTS, LABEL_VARIANTS, USER_DATA_FIELDS, RunSpec
 from audit.store.record import RunRecord, cache_key, measure_value
 
 
@@ -15,7 +15,7 @@ def family_labels(specs: list[RunSpec]) -> dict[str, str]:
     by_family: dict[str, RunSpec] = {}
     for spec in specs:
         by_family.setdefault(spec.family_key(), spec)
-    skip = {"variant", "corrupt", "seed", "model", "dataset"}
+    skip = {"variant", "corrupt", "seed", "model", "dataset", *USER_DATA_FIELDS}  # user data: the variant's data
     varying = [f.name for f in dataclasses.fields(RunSpec) if f.name not in skip
                and len({getattr(s, f.name) for s in by_family.values()}) > 1]
     labels = {}

@@ -24,8 +24,9 @@ def own_model(name: str) -> bool:
 
 def changed_runs(records: Iterable[RunRecord]) -> list[tuple[RunRecord, list[str]]]:
     """Each run of a user's or plugin's model whose architecture or source differs from today's, with what
-    changed. Today's model is built once per recorded shape (importing the user's module, as training does)."""
-    today: dict[str, dict[str, Any]] = {}
+    changed. Today's model is built once per recorded shape (importing the user's module, as training does);
+    a run whose module cannot be imported from here is left to the command, which names it when it needs it."""
+    today: dict[str, dict[str, Any] | None] = {}
     found = []
     for record in records:
         recorded = loads(record.attrs.get("architecture"))
@@ -34,8 +35,13 @@ def changed_runs(records: Iterable[RunRecord]) -> list[tuple[RunRecord, list[str
         key = f"{record.spec.model}|{recorded['input_shape']}|{recorded['num_classes']}|{record.spec.dropout}|" \
               f"{record.spec.batchnorm}"
         if key not in today:
-            today[key] = current_architecture(record.spec.model, recorded, dropout=record.spec.dropout,
-                                              batchnorm=record.spec.batchnorm)
+            try:
+                today[key] = current_architecture(record.spec.model, recorded, dropout=record.spec.dropout,
+                                                  batchnorm=record.spec.batchnorm)
+            except UsageError:  # "cannot load model ...": not importable from this directory
+                today[key] = None
+        if today[key] is None:
+            continue
         what = changes(recorded, today[key])
         if what:
             found.append((record, what))

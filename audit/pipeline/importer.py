@@ -20,6 +20,8 @@ from audit.data.fitted import (
     with_labels,
 )
 from audit.errors import UsageError, WorkError
+from audit.models.architecture import dumps
+from audit.models.registry import architecture
 from audit.pipeline.names import check_run
 from audit.spec.names import parse_variant
 from audit.spec.run import USER_DATASET, RunSpec
@@ -73,8 +75,10 @@ def import_run(store: Store, spec: RunSpec, init_path: Path, final_path: Path, d
         spec=spec, status="complete", fitted=fitted, data=dict(data.record), init=init, final=state_arrays(model),
         history={k: np.asarray(v, dtype=np.float64) for k, v in history.items()},
         attrs={"imported": True, "train_acc": train_acc, "test_acc": test_acc, "train_loss": train_loss,
-               "test_loss": test_loss, "train_size": len(data.x_train), "test_size": len(data.x_test), "audit_version": audit.__version__, "torch_version": torch.__version__,
-               "init_file": str(init_path), "final_file": str(final_path), **(sources or {})})
+               "test_loss": test_loss, "train_size": len(data.x_train), "test_size": len(data.x_test),
+               "audit_version": audit.__version__, "torch_version": torch.__version__,
+               "init_file": str(init_path), "final_file": str(final_path), **(sources or {}),
+               "architecture": dumps(architecture(spec.model, model, data.input_shape, data.num_classes))})
     try:
         with run_lock(path):
             write_run(path, record)

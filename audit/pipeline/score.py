@@ -33,7 +33,7 @@ def context_for(record: RunRecord, ops: Operational, at: str | None = None) -> m
     """The measure context of a stored run: its exact fitted train data, its init weights and its final
     weights (or the weights kept at the keep point `at`)."""
     device = resolve_device(ops.device)
-    data = build_run_data(record.spec, ops.data_dir, ops.download)
+    data = build_run_data(record.spec, ops.data_dir, ops.download, stored=record.data)
     if data.record["fingerprint_train"] != record.data.get("fingerprint_train"):
         raise WorkError(f"{record.path}: the rebuilt train data do not match the data the run fitted "
                         "(fingerprint mismatch); the dataset files changed since it was trained")

@@ -141,6 +141,11 @@ def test_round_trip_fitted_then_other_labels_then_own_data(work, monkeypatch):
     assert rebuilt.record["fingerprint_train"] == record.data["fingerprint_train"]
     assert sorted(p.name for p in (store / "runs").glob("*.h5")) == sorted(
         f"{r['run_id']}.h5" for r in (plain, other, own))
+    scored = audit("score", str(store), "--measure", "margin", "--json")  # from the run files' own data
+    assert scored.exit_code == 0, scored.stderr
+    margins = {run["run_id"]: run["measures"]["margin"] for run in json.loads(scored.stdout)["runs"]}
+    assert margins[own["run_id"]] == pytest.approx(margins[plain["run_id"]], rel=1e-6)  # the same fitted data
+    assert margins[other["run_id"]] < 0 < margins[plain["run_id"]]  # the permuted labels are not fitted
 
 
 def refused(work: Path, store: Path, *extra: str) -> str:
@@ -228,3 +233,11 @@ def test_new_spec_fields_leave_old_run_ids_alone():
         RunSpec(dataset="npz", preprocess="none")
     with pytest.raises(UsageError, match="preprocess none"):
         RunSpec(dataset="npz", data_sha256=digest)
+
+
+def test_family_names_leave_out_the_digests_of_user_data():
+    from audit.judge.rows import family_labels
+    specs = [RunSpec(model=MODEL, lr=0.01, variant="random-labels", corrupt=1.0, labels_sha256="ab" * 32),
+             RunSpec(model=MODEL, lr=0.01), RunSpec(model=MODEL, lr=0.1)]
+    labels = family_labels(specs)
+    assert len(labels) == 2 and all("sha256" not in label and "lr=" in label for label in labels.values())
