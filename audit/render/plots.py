@@ -1,22 +1,26 @@
 """Figures of the paper from a store: Figure 1a (loss against steps per variant), 1b (time to fit relative to
 true labels against p), 1c (test error against p, chance marked), and each measure against p.
 
-matplotlib is an optional extra (`pip install -e '.[plot]'`); the Agg backend writes files without a screen.
+matplotlib is a core dependency, imported only when a figure is drawn (it is slow to import); the Agg backend
+writes files without a screen. Colours come from audit.render.palette: the same colour for a variant everywhere.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from statistics import median
 from typing import Any
 
 from audit.errors import UsageError
+from audit.render.palette import CHANCE, family_style, variant_colour
 from audit.spec.run import KERNEL_PREFIX
 from audit.store.record import RunRecord
 
 VARIANT_ORDER = ("true", "shuffled-pixels", "random-pixels", "gaussian", "random-labels")
+INPUT_AXIS = ("shuffled-pixels", "random-pixels", "gaussian")
 FORMATS = ("png", "svg", "pdf")
 
 
@@ -24,7 +28,8 @@ def pyplot() -> Any:
     try:
         import matplotlib  # slow to import (about 1 s); only for figures
     except ImportError:
-        raise UsageError("plots need matplotlib: pip install -e '.[plot]'") from None
+        raise UsageError("plots need matplotlib, a dependency of audit missing here: pip install -e '.[plot]' "
+                         "(or pip install matplotlib)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # slow to import (about 1 s); only for figures
 
@@ -43,18 +48,19 @@ def figure_1a(plt: Any, records: list[RunRecord], rows: list[dict[str, Any]], fa
     """Training loss (eval mode, whole fitted train set) against steps, a colour per variant, seeds as lines."""
     by_id = {r.run_id: r for r in records}
     figure, axes = plt.subplots(figsize=(6, 4))
-    colours: dict[str, Any] = {}
+    drawn: set[str] = set()
     for row in rows:
         if row["family"] != family or row["variant"] not in VARIANT_ORDER or row["status"] == "diverged":
             continue
         history = by_id[row["run_id"]].history
+        if len(history.get("step", ())) == 0 or "train_loss" not in history:
+            continue  # an imported run has no learning curve
         label = row["variant"]
-        first = label not in colours
-        line = axes.plot(history["step"], history["train_loss"], color=colours.get(label), linewidth=1.2,
-                         label=label if first else None)[0]
-        colours.setdefault(label, line.get_color())
-    axes.set_xlabel("steps")
-    axes.set_ylabel("average training loss")
+        axes.plot(history["step"], history["train_loss"], color=variant_colour(label), linewidth=1.2,
+                  label=None if label in drawn else label)
+        drawn.add(label)
+    axes.set_xlabel("steps (minibatches)")
+    axes.set_ylabel("average training loss (cross-entropy, nats)")
     axes.set_title(f"Figure 1a: learning curves ({family})", fontsize=10)
     handles, labels = axes.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: VARIANT_ORDER.index(labels[i]))
@@ -66,15 +72,16 @@ def figure_1a(plt: Any, records: list[RunRecord], rows: list[dict[str, Any]], fa
 def figure_1b(plt: Any, rows: list[dict[str, Any]]) -> Any:
     """Steps to fit relative to the median of the true-label runs, against the corruption p, a line per family."""
     figure, axes = plt.subplots(figsize=(6, 4))
-    for family, runs in grouped(label_axis(rows)).items():
+    for index, (family, runs) in enumerate(grouped(label_axis(rows)).items()):
         true_steps = [r["steps_to_fit"] for r in runs if r["corrupt"] == 0.0 and r["steps_to_fit"]]
         if not true_steps:
             continue
         reference = median(true_steps)
         points = [(r["corrupt"], r["steps_to_fit"] / reference) for r in runs if r["steps_to_fit"]]
-        plot_points_and_medians(axes, points, family)
+        plot_points_and_medians(axes, points, family, index)
+    axes.axhline(1.0, color=CHANCE, linestyle=":", linewidth=1)
     axes.set_xlabel("label corruption p")
-    axes.set_ylabel("time to fit, relative to true labels")
+    axes.set_ylabel("time to fit (steps, relative to true labels)")
     axes.set_title("Figure 1b: steps until fitted (train accuracy at the fit target)", fontsize=10)
     if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize=8)
@@ -85,13 +92,13 @@ def figure_1b(plt: Any, rows: list[dict[str, Any]]) -> Any:
 def figure_1c(plt: Any, rows: list[dict[str, Any]], num_classes: int) -> Any:
     """Test error (clean test labels) against the corruption p, a line per family, chance level marked."""
     figure, axes = plt.subplots(figsize=(6, 4))
-    for family, runs in grouped(label_axis(rows)).items():
+    for index, (family, runs) in enumerate(grouped(label_axis(rows)).items()):
         plot_points_and_medians(axes, [(r["corrupt"], 1 - r["test_acc"]) for r in runs if r["test_acc"] is not None],
-                                family)
+                                family, index)
     chance = 1 - 1 / num_classes
-    axes.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.2f})")
+    axes.axhline(chance, color=CHANCE, linestyle="--", linewidth=1, label=f"chance ({chance:.2f})")
     axes.set_xlabel("label corruption p")
-    axes.set_ylabel("test error")
+    axes.set_ylabel("test error (clean test labels)")
     axes.set_ylim(0, 1)
     axes.set_title("Figure 1c: test error against label corruption", fontsize=10)
     if axes.get_legend_handles_labels()[0]:
@@ -100,27 +107,32 @@ def figure_1c(plt: Any, rows: list[dict[str, Any]], num_classes: int) -> Any:
     return figure
 
 
-def figure_measure(plt: Any, rows: list[dict[str, Any]], name: str) -> Any:
-    """A measure against p, seeds as points and the median as a line; input variants beside the axis."""
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for family, runs in grouped([r for r in rows if r["status"] == "complete"]).items():
+def figure_measure(plt: Any, rows: list[dict[str, Any]], name: str, axes: Any = None, log: bool = False) -> Any:
+    """A measure against p, seeds as points (coloured by variant) and the median as a line per family; input
+    variants beside the axis. Draws into `axes` when given (a panel of a larger figure); returns the figure."""
+    figure, axes = plt.subplots(figsize=(6, 4)) if axes is None else (axes.figure, axes)
+    families = grouped([r for r in rows if r["status"] == "complete"])
+    for index, (family, runs) in enumerate(families.items()):
         label_runs = [r for r in runs if r["corrupt"] is not None and r["measures"].get(name) is not None]
-        line = plot_points_and_medians(axes, [(r["corrupt"], r["measures"][name]) for r in label_runs], family)
+        plot_points_and_medians(axes, [(r["corrupt"], r["measures"][name]) for r in label_runs], family, index)
         inputs = [r for r in runs if r["corrupt"] is None and r["measures"].get(name) is not None]
-        for offset, variant in enumerate(("shuffled-pixels", "random-pixels", "gaussian")):
+        for offset, variant in enumerate(INPUT_AXIS):
             values = [r["measures"][name] for r in inputs if r["variant"] == variant]
             if values:
-                axes.scatter([1.2 + 0.2 * offset] * len(values), values, marker="x", s=18,
-                             color=line.get_color() if line else None)
+                axes.scatter([1.2 + 0.2 * offset] * len(values), values, marker=family_style(index)["marker"],
+                             s=14, color=variant_colour(variant), alpha=0.8, linewidths=0)
+                axes.plot([1.12 + 0.2 * offset, 1.28 + 0.2 * offset], [median(values)] * 2,
+                          color=family_style(index)["color"], linewidth=1.5)
     ticks = [0, 0.2, 0.4, 0.6, 0.8, 1.0]
     if any(r["corrupt"] is None for r in rows):
         axes.set_xticks(ticks + [1.2, 1.4, 1.6], [f"{t:g}" for t in ticks] + ["shuf.", "rand.", "gauss."],
                         fontsize=8)
+        axes.axvline(1.1, color=CHANCE, linewidth=0.6)
     axes.set_xlabel("label corruption p (input variants at right)")
-    axes.set_ylabel(name)
+    axes.set_ylabel(f"{name} (natural log)" if log else name)
     axes.set_title(f"{name} against label corruption", fontsize=10)
-    if axes.get_legend_handles_labels()[0]:
-        axes.legend(fontsize=8)
+    if len(families) > 1 and axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=7)
     axes.grid(alpha=0.3)
     return figure
 
@@ -132,16 +144,39 @@ def grouped(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def plot_points_and_medians(axes: Any, points: list[tuple[float, float]], label: str) -> Any:
+def corruption_variant(p: float) -> str:
+    """The label-axis variant a corruption level belongs to: true at 0, random-labels at 1, corrupt between."""
+    return "true" if p == 0 else "random-labels" if p == 1 else "corrupt"
+
+
+def plot_points_and_medians(axes: Any, points: list[tuple[float, float]], label: str, index: int = 0) -> Any:
+    """Seeds as points in their variant's colour, the median over seeds as the index-th family's line."""
     if not points:
         return None
     by_p: dict[float, list[float]] = defaultdict(list)
     for p, value in points:
         by_p[p].append(value)
     ps = sorted(by_p)
-    line = axes.plot(ps, [median(by_p[p]) for p in ps], marker="o", markersize=3, label=label)[0]
-    axes.scatter([p for p, _ in points], [v for _, v in points], s=10, alpha=0.5, color=line.get_color())
+    style = family_style(index)
+    line = axes.plot(ps, [median(by_p[p]) for p in ps], markersize=3, linewidth=1.2, label=label, **style)[0]
+    axes.scatter([p for p, _ in points], [v for _, v in points], s=14, alpha=0.8, marker=style["marker"],
+                 color=[variant_colour(corruption_variant(p)) for p, _ in points], linewidths=0, zorder=3)
     return line
+
+
+def figure_1(plt: Any, records: list[RunRecord], rows: list[dict[str, Any]],
+             num_classes: int = 10) -> Iterator[tuple[str, Any]]:
+    """The panels of Figure 1 the store supports, as (file stem, figure): 1a per family, 1b, 1c."""
+    families = sorted({r["family"] for r in rows})
+    for family in families:
+        if all(r["model"].startswith(KERNEL_PREFIX) for r in rows if r["family"] == family):
+            continue  # a kernel fit has no learning curve
+        suffix = "" if len(families) == 1 else f"-{slug(family)}"
+        yield f"fig1a{suffix}", figure_1a(plt, records, rows, family)
+    if any(not r["model"].startswith(KERNEL_PREFIX) for r in label_axis(rows)):  # kernel fits take no steps
+        yield "fig1b", figure_1b(plt, rows)
+    if label_axis(rows):
+        yield "fig1c", figure_1c(plt, rows, num_classes)
 
 
 def write_figures(records: list[RunRecord], rows: list[dict[str, Any]], names: list[str], out: Path,
@@ -163,16 +198,8 @@ def write_figures(records: list[RunRecord], rows: list[dict[str, Any]], names: l
         plt.close(figure)
         written.append(path)
 
-    families = sorted({r["family"] for r in rows})
-    for family in families:
-        if all(r["model"].startswith(KERNEL_PREFIX) for r in rows if r["family"] == family):
-            continue  # a kernel fit has no learning curve
-        suffix = "" if len(families) == 1 else f"-{slug(family)}"
-        save(figure_1a(plt, records, rows, family), f"fig1a{suffix}")
-    if any(not r["model"].startswith(KERNEL_PREFIX) for r in label_axis(rows)):  # kernel fits take no steps
-        save(figure_1b(plt, rows), "fig1b")
-    if label_axis(rows):
-        save(figure_1c(plt, rows, num_classes), "fig1c")
+    for stem, figure in figure_1(plt, records, rows, num_classes):
+        save(figure, stem)
     for name in names:
         save(figure_measure(plt, rows, name), f"measure-{slug(name)}")
     return written
