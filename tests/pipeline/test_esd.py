@@ -1,5 +1,5 @@
 """Per-layer spectra of stored runs against numpy on the weights read with plain h5py, and against the α that
-`ww-alpha` cached."""
+`ww-alpha` cached; what `audit plot STORE landscape|esd|hessian-density` is given to draw."""
 
 import dataclasses
 
@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from audit.errors import WorkError
+from audit.errors import UsageError, WorkError
+from audit.pipeline.analysis_figures import analysis_arrays, figure_runs
 from audit.pipeline.esd import layer_esd, run_esd
 from audit.store.directory import open_store
 from audit.store.files import read_run
@@ -92,3 +93,39 @@ def test_a_kernel_fit_has_no_spectra(store):
     record.spec = dataclasses.replace(record.spec, model="kernel-rbf")
     with pytest.raises(WorkError, match="kernel fit"):
         run_esd(record)
+
+
+# ---------------------------------------------------------------- what `audit plot` draws
+
+
+def test_analysis_arrays_read_prefixed_nested_and_flat_layouts(store):
+    record = read_run(open_store(store).run_paths()[0])
+    line = {"alpha": np.linspace(0, 1, 3), "loss": np.ones(3), "accuracy": np.zeros(3)}
+    layouts = [{"attrs": {}, "arrays": {f"line/{k}": v for k, v in line.items()} | {"plane/a": np.zeros(2)}},
+               {"attrs": {}, "arrays": {"line": line}}, {"attrs": {}, "arrays": line}]
+    for layout in layouts:
+        record.analyses = {"landscape": layout}
+        got = analysis_arrays(record, "landscape", "line")
+        assert sorted(got) == ["accuracy", "alpha", "loss"] and np.array_equal(got["alpha"], line["alpha"])
+    assert analysis_arrays(record, "landscape", "plane") is None  # the flat layout holds no plane
+    assert analysis_arrays(record, "density", "density") is None
+    record.analyses = {"density": {"attrs": {}, "arrays": {"grid": np.arange(3.0), "density": np.ones(3)}}}
+    assert sorted(analysis_arrays(record, "density", "density")) == ["density", "grid"]
+
+
+def test_figure_runs_gives_spectra_and_cached_analyses_and_names_the_command_for_the_rest(store):
+    records = [read_run(p) for p in open_store(store).run_paths()]
+    true = next(r for r in records if r.spec.variant == "true")
+    true.analyses = {"landscape": {"attrs": {}, "arrays": {"line/alpha": np.linspace(-0.5, 1.5, 5),
+                                                           "line/loss": np.ones(5), "line/accuracy": np.ones(5)}}}
+    runs, notes = figure_runs(records, ["landscape", "esd", "hessian-density"], root="S")
+    assert sorted(runs) == ["esd", "landscape-1d"]
+    assert [r["run_id"] for r in runs["landscape-1d"]] == [true.run_id]
+    assert runs["landscape-1d"][0]["label"] == "true · seed 0" and runs["landscape-1d"][0]["num_classes"] == 10
+    assert sorted(r["variant"] for r in runs["esd"]) == ["random-labels", "true"]
+    assert all(len(r["layers"]) == 2 and "eigenvalues" in r["layers"][0] for r in runs["esd"])
+    assert notes == ["landscape-1d: 1 of 2 runs have none cached (`audit landscape S` computes it)",
+                     "landscape-2d: 2 of 2 runs have none cached (`audit landscape S` computes it)",
+                     "hessian-density: 2 of 2 runs have none cached (`audit density S` computes it)"]
+    with pytest.raises(UsageError, match="unknown figure 'spectra': use one of landscape, esd, hessian-density"):
+        figure_runs(records, ["spectra"])
