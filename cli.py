@@ -10,8 +10,8 @@ import sys
 
 
 def _interrupted_while_starting(signum: int, frame: object) -> None:
-    print("audit: interrupted while starting; nothing was done", file=sys.stderr)
-    raise SystemExit(130)
+    print("audit: interrupted while starting; nothing was done", file=sys.stderr, flush=True)
+    os._exit(130)  # nothing to clean up yet; a normal exit could abort in a half-imported extension's teardown
 
 
 if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "audit":  # the command, not a test importing it:
@@ -131,6 +131,8 @@ CorrectionOpt = Annotated[str, typer.Option(help="Multiple-testing correction of
 CsvOpt = Annotated[Optional[Path], typer.Option("--csv", help="Also write every statistic, a row per measure and "
                                                               "family, to this CSV file.")]
 MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="Print the verdict table as Markdown.")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Show every column of the tables, however wide (by default "
+                                                      "they fit the terminal, or COLUMNS, and name what they leave out).")]
 AtOpt = Annotated[Optional[str], typer.Option(
     "--at", help="Judge at a keep point of training (e.g. loss:0.1: every run at the same train loss) instead of "
                  "the end; the experiment must keep it (keep = [...] or run --keep).")]
@@ -208,11 +210,12 @@ def run(
     retrain: Annotated[bool, typer.Option("--retrain", help="Train again, in place, the runs whose own model "
                                                             "(module:function or a plugin's) changed since.")] = False,
     plugin: PluginOpt = [],
+    wide: WideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train every run of an experiment into its store (skipping complete runs, resuming the rest),
     score the measures and print the verdict table. Without an argument it runs the quick audit."""
-    output = Output(as_json, correction=correction)
+    output = Output(as_json, correction=correction, wide=wide)
     overrides = run_overrides(dataset=dataset, model=model, epochs=epochs, train_size=train_size,
                               preprocess=preprocess, lr=lr, lr_decay=lr_decay, momentum=momentum,
                               weight_decay=weight_decay, batch_size=batch_size, corrupt_test=corrupt_test,
@@ -244,11 +247,12 @@ def score(
     csv: CsvOpt = None,
     markdown: MarkdownOpt = False,
     plugin: PluginOpt = [],
+    wide: WideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Compute measures on every complete run of a store, cache them in the run files, and print them
     per run with their verdicts. Without --measure, the default set."""
-    output = Output(as_json, markdown, csv, correction)
+    output = Output(as_json, markdown, csv, correction, wide)
     scored = score_runs(store, measure, all_measures, setting, recompute=recompute, device=device,
                         data_dir=data_dir, at=at, tracker=Reporter())
     raise typer.Exit(report(scored, output, scored.names if len(scored.names) <= 6 else []))
@@ -266,12 +270,13 @@ def report_command(
     csv: CsvOpt = None,
     markdown: MarkdownOpt = False,
     plugin: PluginOpt = [],
+    wide: WideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Print the runs and verdicts of a store from its cached measures (computes nothing): per measure, the
     randomization test (auc with its interval, trend with its corrected p, input-axis comparisons) beside the
     hyperparameter protocols (Kendall tau, granulated psi, sign-error, CMI with its sign)."""
-    output = Output(as_json, markdown, csv, correction)
+    output = Output(as_json, markdown, csv, correction, wide)
     at = check_point(at)
     check_paper(paper)
     scored = load_report(store, measure, at)

@@ -1,7 +1,8 @@
-"""The consoles: results on stdout (wide, never wrapped), progress and stage lines on stderr, one-line messages."""
+"""The consoles: results on stdout (as wide as the terminal), progress and stage lines on stderr, one-line messages."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -11,10 +12,19 @@ from rich.console import Console
 err_console = Console(stderr=True)
 
 
-def out_console() -> Console:
-    """A console on stdout: the terminal's width (at least 100 columns), 200 columns when not a terminal."""
-    width = shutil.get_terminal_size((200, 40)).columns if sys.stdout.isatty() else 200
-    return Console(width=max(width, 100), soft_wrap=False)
+def terminal_width() -> int:
+    """The width results are laid out for: COLUMNS when set, else the terminal's, else 100 (a file or a pipe)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size((100, 40)).columns
+    return 100
+
+
+def out_console(width: int | None = None) -> Console:
+    """A console on stdout, `width` columns wide (default: terminal_width()); text wraps at it."""
+    return Console(width=width or terminal_width(), soft_wrap=False)
 
 
 def one_line(message: object) -> str:

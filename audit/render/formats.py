@@ -33,7 +33,7 @@ def dumps(document_: Any) -> str:
 
 
 def summary_records(judgement: dict[str, Any]) -> list[dict[str, str]]:
-    return [dict(zip(SUMMARY_COLUMNS, summary_cells(s, judgement["verdicts"]))) for s in judgement["summary"]]
+    return [dict(zip(SUMMARY_COLUMNS, map(str, summary_cells(s, judgement["verdicts"])))) for s in judgement["summary"]]
 
 
 def write_csv(path: Any, judgement: dict[str, Any]) -> None:

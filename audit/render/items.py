@@ -12,6 +12,7 @@ from rich.table import Table
 
 from audit.render import formats, tables
 from audit.render.console import out_console
+from audit.render.fit import plain_table
 
 PLAN_COLUMNS = ["run_id", "variant", "seed", "model", "dataset", "state"]
 KERNEL_KEYS = ["dataset", "train_size", "variant", "model", "bandwidth", "jitter", "train_error", "train_residual",
@@ -23,7 +24,7 @@ def print_items(items: list[dict[str, Any]], as_json: bool, columns: Sequence[st
     if as_json:
         print(formats.dumps(items))
         return
-    table = Table()
+    table = plain_table(None)
     for column in columns:
         table.add_column(column, overflow="fold")
     for item in items:
@@ -56,10 +57,14 @@ def print_plan(document: dict[str, Any], as_json: bool) -> None:
         print(formats.dumps(document))
         return
     items = document["runs"]
-    columns = PLAN_COLUMNS + (["settings"] if any(i.get("settings") for i in items) else [])
+    constant = [c for c in ("model", "dataset", "state") if len({i[c] for i in items}) == 1 and len(items) > 1]
+    columns = [c for c in PLAN_COLUMNS if c not in constant] + (["settings"] if any(i.get("settings") for i in items)
+                                                                 else [])
     rows = [{**i, "≤ s": None if i.get("seconds_at_most") is None else f"{i['seconds_at_most']:.1f}"} for i in items]
     todo = sum(i["state"] not in ("complete", "newer schema (refused)") for i in items)
     note = f"store {document['store']}: {todo} of {len(items)} runs to train"
+    if constant:
+        note += " (every one " + ", ".join(f"{c} {items[0][c]}" for c in constant) + ")"
     estimate = document.get("estimate")
     if estimate is not None:
         columns.append("≤ s")

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from audit.render.console import err_console
+
+
+def bar_console() -> Console:
+    """stderr as wide as the terminal really is: a bar laid out for a COLUMNS that disagrees with it would
+    wrap, and the rows it wrapped onto would stay on the screen above the results."""
+    try:
+        return Console(stderr=True, width=os.get_terminal_size(sys.stderr.fileno()).columns)
+    except OSError:  # not a terminal: no bar is drawn
+        return err_console
 
 
 class Reporter:
@@ -18,7 +29,7 @@ class Reporter:
         self.live = not quiet and err_console.is_terminal
         self.quiet = quiet
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err_console,
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=bar_console(),
                                  transient=True)
         self.runs: Any = None
         self.epochs: Any = None

@@ -14,15 +14,17 @@ from audit.render.console import out_console
 
 
 class Output:
-    """How results are printed: a table (default), one JSON document, Markdown, and optionally a CSV file."""
+    """How results are printed: a table (default; fitting the terminal, every column when wide), one JSON
+    document, Markdown, and optionally a CSV file."""
 
     def __init__(self, as_json: bool = False, markdown: bool = False, csv: Path | None = None,
-                 correction: str = "holm") -> None:
+                 correction: str = "holm", wide: bool = False) -> None:
         if correction not in CORRECTIONS:
             raise UsageError(f"unknown correction '{correction}': use one of {', '.join(CORRECTIONS)}")
         if as_json and markdown:
             raise UsageError("--json and --markdown are exclusive: choose one")
         self.as_json, self.markdown, self.csv, self.correction = as_json, markdown, csv, correction
+        self.wide = wide
 
 
 def emit(store: str, rows: list[dict[str, Any]], judged: dict[str, dict[str, Any]], errors: list[str],
@@ -46,6 +48,6 @@ def emit(store: str, rows: list[dict[str, Any]], judged: dict[str, dict[str, Any
     elif output.markdown:
         print(formats.markdown_table(judgement))
     else:
-        tables.print_tables(out_console(), rows, judgement, show, store)
+        tables.print_tables(out_console(), rows, judgement, show, store, wide=output.wide)
     for line in errors:
         print(f"audit: {line}", file=sys.stderr)
