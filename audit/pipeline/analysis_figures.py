@@ -30,7 +30,8 @@ def analysis_arrays(record: RunRecord, name: str, part: str) -> dict[str, np.nda
     """The arrays of one part (line, plane, density) of an analysis cached in a run file, without their
     prefix, or None when the run has none. Tolerant of the layout: arrays named PART/KEY, a nested
     {PART: {KEY: ...}}, or flat {KEY: ...}."""
-    entry = (getattr(record, "analyses", None) or {}).get(name)
+    analyses = record.analyses
+    entry = analyses.get(f"{name}/{part}") or analyses.get(name)  # landscape/line, landscape/plane; density
     if not entry:
         return None
     arrays = entry.get("arrays", entry)
@@ -88,7 +89,7 @@ def figure_runs(records: Sequence[RunRecord], kinds: Sequence[str], root: Path |
     seed of each variant per family; 1D landscapes and densities of every run."""
     runs: dict[str, list[dict[str, Any]]] = {}
     notes: list[str] = []
-    usable = [record for record in records if drawable(record) is None]
+    usable = sorted((record for record in records if drawable(record) is None), key=lambda r: r.spec.seed)
     for kind in check_kinds(kinds):
         if kind == "esd":
             drawn, failed = esd_runs(first_seeds(usable), min_evals, data_dir)

@@ -333,7 +333,7 @@ def hessian_density(runs: Sequence[Run], title: str | None = None) -> Any:
         nodes = np.ravel(density.get("nodes", np.array([])))
         nodes = nodes[np.isfinite(nodes)]
         if len(nodes):
-            axes.plot([nodes.max()], [0.985], marker="v", markersize=6, label="_top",
+            axes.plot([nodes.max()], [0.965], marker="v", markersize=6, label="_top",
                       transform=axes.get_xaxis_transform(), clip_on=False, **(style | {"linestyle": "none"}))
     axes.set_yscale("log")
     if peak > 0:
