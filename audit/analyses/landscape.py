@@ -81,15 +81,15 @@ def line(model: nn.Module, init_state: State, final_state: State, x: torch.Tenso
 
     θ holds every floating parameter and floating buffer (batch norm running statistics), so that α = 0 is the
     stored initial model and α = 1 the final one exactly; integer buffers (num_batches_tracked) are the final
-    ones. Buffers are not extrapolated: for α < 0 or α > 1 they are those of the nearest end. Evaluated in eval mode. `group` points go through one vmapped call (default 8 on a GPU, 1 elsewhere);
-    `batch` examples at a time. Li et al. 2018, §3 (1D linear interpolation, Goodfellow et al. 2015).
+    ones. Buffers are not extrapolated: for α < 0 or α > 1 they are those of the nearest end. Evaluated in eval
+    mode. `group` points go through one vmapped call (default 8 on a GPU, 1 elsewhere); `batch` examples at a
+    time. Li et al. 2018, §3 (1D linear interpolation, Goodfellow et al. 2015).
 
     Returns {"alpha", "loss", "accuracy": arrays of the points, "attrs": the settings}."""
     device = x.device
-    start, fixed = split_state(model, init_state, device)
+    start, _ = split_state(model, init_state, device)
     end, fixed = split_state(model, final_state, device)
     alpha = line_alphas(points, stretch)
-
     buffers = {name for name, _ in model.named_buffers()}
 
     def states(index: np.ndarray) -> Params:
@@ -106,7 +106,8 @@ def line(model: nn.Module, init_state: State, final_state: State, x: torch.Tenso
 
     loss, accuracy = sweep(model, states, len(alpha), fixed, x, y, batch, group)
     attrs = {"kind": "line", "points": points, "stretch": float(stretch), "examples": len(x),
-             "interpolated": "floating parameters and buffers (buffers clipped to 0 <= alpha <= 1)", "reference": REFERENCE}
+             "interpolated": "floating parameters and buffers (buffers clipped to 0 <= alpha <= 1)",
+             "reference": REFERENCE}
     return {"alpha": alpha, "loss": loss, "accuracy": accuracy, "attrs": attrs}
 
 
