@@ -28,7 +28,7 @@ from audit.judge.rows import input_variants, variant_label
 from audit.judge.verdict import judge
 from audit.render import formats
 from audit.render.palette import CHANCE, VARIANT_COLOURS, family_style, variant_colour
-from audit.render.plots import INPUT_AXIS, figure_1, grouped, pyplot
+from audit.render.plots import INPUT_AXIS, figure_1, grouped, pyplot, slug
 from audit.render.tables import fmt, header_text
 from audit.spec.run import KERNEL_PREFIX
 from audit.store.record import RunRecord
@@ -91,14 +91,13 @@ def html_report(document: dict[str, Any], records: list[RunRecord], *,
     plt = pyplot()
     rows, summaries = document["runs"], document["summary"]
     anchors = measure_anchors([s["measure"] for s in summaries])
-    parts = [header_html(document, records, notices, at),
-             verdict_section(document, anchors),
-             figure_1_section(plt, records, rows, num_classes),
-             curves_section(records, rows, num_classes),
-             measures_section(document, records, anchors),
-             extra_section([ExtraFigure(*f) for f in extra_figures])]
+    sections = [verdict_section(document, anchors), figure_1_section(plt, records, rows, num_classes),
+                curves_section(records, rows, num_classes), measures_section(document, records, anchors),
+                extra_section([ExtraFigure(*f) for f in extra_figures])]
+    body = "\n".join(s for s in sections if s)
     title = f"audit report: {document['store']}"
-    return PAGE.format(title=esc(title), css=CSS, js=JS, body="\n".join(p for p in parts if p))
+    return PAGE.format(title=esc(title), css=CSS, js=JS, body=header_html(document, records, notices, at, body)
+                       + "\n" + body)
 
 
 # ---------------------------------------------------------------- small helpers
@@ -197,7 +196,13 @@ def machine_lines(records: list[RunRecord]) -> list[str]:
     return lines
 
 
-def header_html(document: dict[str, Any], records: list[RunRecord], notices: Sequence[str], at: str | None) -> str:
+NAVIGATION = (("verdicts", "verdicts"), ("figure-1", "Figure 1"), ("curves", "training curves"),
+              ("measures", "measures"), ("extra", "more figures"))
+
+
+def header_html(document: dict[str, Any], records: list[RunRecord], notices: Sequence[str], at: str | None,
+                body: str) -> str:
+    """The facts of the store and a link to each section the body has."""
     head, rows = document["header"], document["runs"]
     families = sorted({r["family"] for r in rows})
     seeds = sorted({r["seed"] for r in rows})
@@ -213,8 +218,8 @@ def header_html(document: dict[str, Any], records: list[RunRecord], notices: Seq
     items = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
     warnings = [*(f"notice: {n}" for n in notices), *(f"error: {e}" for e in document.get("errors") or [])]
     warn = ("<ul class=\"warnings\">" + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul>") if warnings else ""
-    nav = ('<nav><a href="#verdicts">verdicts</a> <a href="#figure-1">Figure 1</a> <a href="#curves">training '
-           'curves</a> <a href="#measures">measures</a> <a href="#extra">more figures</a></nav>')
+    nav = "<nav>" + " ".join(f'<a href="#{ident}">{label}</a>' for ident, label in NAVIGATION
+                             if f'<section id="{ident}"' in body) + "</nav>"
     return (f"<header><h1>audit report <span class=\"store\">{esc(Path(document['store']).name)}</span></h1>"
             f"{nav}<dl class=\"facts\">{items}</dl>{warn}</header>")
 
@@ -262,8 +267,8 @@ def verdict_section(document: dict[str, Any], anchors: dict[str, str]) -> str:
     body = "".join(summary_row(s, columns, verdicts, anchors) for s in summaries)
     kinds = sorted({s["measure_family"] for s in summaries})
     run_families = sorted({f for s in summaries for f in (s.get("families") or {})})
-    present = [v for v in VERDICTS if any(s["verdict"] == v for s in summaries)]
-    present += sorted({s["verdict"] for s in summaries} - set(present))
+    given = {s["verdict"] for s in summaries} | {v for s in summaries for v in (s.get("families") or {}).values()}
+    present = [v for v in VERDICTS if v in given] + sorted(given - set(VERDICTS))
     filters = (select("f-verdict", "verdict", present) + select("f-kind", "kind of measure", kinds)
                + (select("f-family", "verdict in the family of runs", run_families, "any family (overall verdict)")
                   if len(run_families) > 1 else ""))
@@ -468,6 +473,13 @@ def tip(row: dict[str, Any], value: float) -> str:
     return f"{row['run_id']} · {variant_label(row)} · seed {row['seed']}: {fmt(value, 4)}"
 
 
+def short_names(families: Sequence[str]) -> list[str]:
+    """Family labels without the words they all share (`mlp-1x512·digits lr=0.1` → `lr=0.1`)."""
+    words = [f.split(" ") for f in families]
+    shared = set.intersection(*(set(w) for w in words)) if len(words) > 1 else set()
+    return [" ".join(w for w in ws if w not in shared) or f for ws, f in zip(words, families)]
+
+
 def legend_svg(x: float, y: float, variants: Sequence[str], families: Sequence[str]) -> list[str]:
     """Variant colours, then (with several families of runs) each family's marker and line."""
     out = [text(x, y, "variant", 9.5, "start", ' font-weight="600"')]
@@ -477,13 +489,13 @@ def legend_svg(x: float, y: float, variants: Sequence[str], families: Sequence[s
     y += 13 * len(variants) + 24
     if len(families) > 1:
         out.append(text(x, y, "median, family", 9.5, "start", ' font-weight="600"'))
-        for i, family in enumerate(families[:8]):
+        for i, family in enumerate(short_names(families)[:8]):
             style = family_style(i)
             out.append(line(x, y + 10 + 13 * i, x + 16, y + 10 + 13 * i, style["color"], 1.3,
                             DASHES[style["linestyle"]]))
             out.append(marker(shape_of(i), x + 8, y + 10 + 13 * i, "#444", r=2.6))
-            short = family if len(family) <= 22 else family[:21] + "…"
-            out.append(text(x + 20, y + 13 + 13 * i, short, 8.5, "start", hover=family))
+            short = family if len(family) <= 18 else family[:17] + "…"
+            out.append(text(x + 20, y + 13 + 13 * i, short, 8.5, "start", hover=families[i]))
     else:
         out.append(line(x, y, x + 16, y, "#000", 1.3))
         out.append(text(x + 20, y + 3, "median over seeds", 9, "start"))
@@ -493,9 +505,10 @@ def legend_svg(x: float, y: float, variants: Sequence[str], families: Sequence[s
 # ---------------------------------------------------------------- Figure 1 and the training curves
 
 def figure_1_section(plt: Any, records: list[RunRecord], rows: list[dict[str, Any]], num_classes: int) -> str:
+    families = {slug(r["family"]): r["family"] for r in rows}
     figures = []
     for stem, figure in figure_1(plt, records, rows, num_classes):
-        caption = FIGURE_1.get(stem[:5], stem) + (f" ({stem[6:]})" if len(stem) > 5 else "")
+        caption = FIGURE_1.get(stem[:5], stem) + (f" ({families.get(stem[6:], stem[6:])})" if len(stem) > 5 else "")
         figures.append(f"<figure>{img(png_uri(plt, figure, tight=True), caption)}<figcaption>{esc(caption)}"
                        f"</figcaption></figure>")
     if not figures:
@@ -523,7 +536,7 @@ def curves_svg(records: list[RunRecord], runs: list[dict[str, Any]], num_classes
     """Small multiples of one family's runs: a row per seed, a column per variant; train accuracy (solid) and
     test accuracy (dashed) against epochs, chance dotted, on shared axes."""
     by_id = {r.run_id: r for r in records}
-    drawn = [r for r in runs if len(by_id[r["run_id"]].history.get("epoch", ())) > 0]
+    drawn = [r for r in runs if r["run_id"] in by_id and len(by_id[r["run_id"]].history.get("epoch", ())) > 0]
     if not drawn:
         return None
     labels = list(dict.fromkeys(variant_label(r) for r in drawn))
@@ -534,10 +547,11 @@ def curves_svg(records: list[RunRecord], runs: list[dict[str, Any]], num_classes
     cell, height, left, top = 116, 78, 48, 44
     body = legend_curves(left, 12, num_classes)
     for column, label in enumerate(labels):
-        body.append(text(left + column * (cell + 10) + cell / 2, top - 8, label, 9.5, extra=' font-weight="600"'))
+        body.append(text(left + column * (cell + 14) + cell / 2, top - 8, label, 9.5, extra=' font-weight="600"'))
     for row in drawn:
         column, line_ = labels.index(variant_label(row)), seeds.index(row["seed"])
-        frame = Frame(left + column * (cell + 10), top + line_ * (height + 14), cell, height, 0, max(last, 1), 0, 1.05)
+        frame = Frame(left + column * (cell + 14), top + line_ * (height + 14), cell, height, 0, max(last, 1) * 1.04,
+                      0, 1.05)
         bottom = line_ == lowest[variant_label(row)]  # x tick labels under the lowest panel of a column
         ticks = [(t, tick_text(t, xticks)) for t in xticks] if bottom else []
         body += axes_svg(frame, ticks, [0, 0.5, 1], "", "", "", ylabels=column == 0)
@@ -548,8 +562,8 @@ def curves_svg(records: list[RunRecord], runs: list[dict[str, Any]], num_classes
         cy = top + line_ * (height + 14) + height / 2
         body.append(text(14, cy, f"seed {seed}", 9.5, extra=f' transform="rotate(-90 14 {number(cy)})"'))
     bottom_y = top + len(seeds) * (height + 14) + 14
-    body.append(text(left + len(labels) * (cell + 10) / 2, bottom_y, "epoch", 10))
-    width = left + len(labels) * (cell + 10) + 4
+    body.append(text(left + len(labels) * (cell + 14) / 2, bottom_y, "epoch", 10))
+    width = max(left + len(labels) * (cell + 14), 560)  # at least as wide as the legend
     return svg(width, bottom_y + 8, body, f"training curves of {runs[0]['family']}")
 
 
@@ -564,9 +578,11 @@ def run_curves(frame: Frame, row: dict[str, Any], history: dict[str, Any], num_c
             out.append(polyline(points, colour, 1.3, dash))
     state = "" if row["status"] == "complete" and row["fitted"] else \
         ("not fitted" if row["status"] == "complete" else row["status"])
-    if state:
-        out.append(text(frame.left + frame.width - 3, frame.top + frame.height - 5, state, 8.5, "end",
-                        f' fill="{VARIANT_COLOURS["random-labels"]}"'))
+    if state:  # a tinted panel, and the state over the curves with a white halo
+        out.insert(0, f'<rect x="{number(frame.left)}" y="{number(frame.top)}" width="{number(frame.width)}" '
+                      f'height="{number(frame.height)}" fill="#ececec"/>')
+        out.append(text(frame.left + frame.width - 4, frame.y(0.3), state, 9, "end",
+                        ' font-weight="600" fill="#333" stroke="#fff" stroke-width="3" paint-order="stroke"'))
     summary = (f"{row['run_id']} · {variant_label(row)} · seed {row['seed']}: {len(epochs)} epochs, train acc "
                f"{fmt(row['train_acc'])}, test acc {fmt(row['test_acc'])}")
     out.append(f'<rect x="{number(frame.left)}" y="{number(frame.top)}" width="{number(frame.width)}" '
@@ -579,7 +595,7 @@ def legend_curves(x: float, y: float, num_classes: int) -> list[str]:
     for i, (label, dash, colour) in enumerate((("train accuracy (fitted set)", "", "#333"),
                                                ("test accuracy (clean labels)", DASHES["--"], "#333"),
                                                (f"chance (1/{num_classes})", DASHES[":"], CHANCE))):
-        x0 = x + 210 * i
+        x0 = x + 180 * i
         out += [line(x0, y, x0 + 22, y, colour, 1.3, dash), text(x0 + 27, y + 3.5, label, 9.5, "start")]
     return out
 
@@ -597,8 +613,8 @@ def curves_section(records: list[RunRecord], rows: list[dict[str, Any]], num_cla
         return ""
     return ("<section id=\"curves\"><h2>Training curves, run by run</h2><p class=\"hint\">Accuracy on the whole "
             "fitted train set (solid; the labels the run was trained on) and on the clean test set (dashed) "
-            "after every epoch, in the variant's colour; a row per seed, a column per variant, shared axes.</p>"
-            + "".join(parts) + "</section>")
+            "after every epoch, in the variant's colour; a row per seed, a column per variant, shared axes; a grey "
+            "panel did not reach the fit target.</p><div class=\"wrap\">" + "".join(parts) + "</div></section>")
 
 
 # ---------------------------------------------------------------- per measure
@@ -765,15 +781,17 @@ def measure_html(rows: list[dict[str, Any]], summary: dict[str, Any], stats: lis
     direction = "↑ larger = more complex" if summary["direction"] > 0 else "↓ smaller = more complex"
     notes = "".join(f"<li>{esc(n)}</li>" for n in summary.get("notes") or [])
     figure = measure_svg(rows, name, summary, log)
-    reasons = Counter(r["reasons"][name] for r in rows if name in (r.get("reasons") or {}))
-    undefined = "".join(f"<li>undefined on {n} run{'s' * (n != 1)}: {esc(reason)}</li>"
-                        for reason, n in reasons.most_common())
+    reasons = [r["reasons"][name] for r in rows if name in (r.get("reasons") or {})]
+    distinct = list(dict.fromkeys(reasons))
+    undefined = (f"<li>undefined on {len(reasons)} run{'s' * (len(reasons) != 1)}: {esc('; '.join(distinct[:3]))}"
+                 f"{'; …' if len(distinct) > 3 else ''}</li>") if reasons else ""
     return (f"<section class=\"measure\" id=\"{anchor}\"><h3>{esc(name)} <span class=\"badge v-{esc(verdict)}\">"
             f"{esc(verdict)}</span></h3><p class=\"meta\">kind {esc(summary['measure_family'])} · {direction}"
             f"{' · reported as a natural log' if log else ''} · τ against the gap {esc(fmt(summary.get('tau'), 2))}"
             f" · <a href=\"#verdicts\">back to the table</a></p>"
             f"{f'<ul class={chr(34)}notes{chr(34)}>{notes}{undefined}</ul>' if notes or undefined else ''}"
-            f"<div class=\"measure-body\"><div>{figure}</div>{stats_table(stats, key_rows(stats), 'numbers key')}"
+            f"<div class=\"measure-body\"><div>{figure}</div>"
+            f"{stats_table(stats, key_rows(stats), 'numbers key' if len(stats) == 1 else 'numbers')}"
             f"</div><details><summary>every number in the JSON: per family of runs, and the summary</summary>"
             f"<div class=\"measure-body\">{stats_table(stats, stat_rows(stats))}{summary_table(summary)}</div>"
             f"</details></section>")
@@ -857,6 +875,7 @@ ul.warnings { background: #fff4e5; border-left: 3px solid #E69F00; padding: 6px 
 dl.rule { display: grid; grid-template-columns: max-content 1fr; gap: 3px 14px; font-size: 13px; }
 dl.rule dt { font-weight: 600; } dl.rule dd { margin: 0; }
 .row { display: flex; flex-wrap: wrap; gap: 12px; }
+.wrap { display: flex; flex-wrap: wrap; gap: 4px 24px; }
 .row figure { flex: 1 1 340px; max-width: 460px; } .row img { width: 100%; }
 figure { margin: 8px 0; } figcaption { color: var(--muted); font-size: 12.5px; }
 img { max-width: 100%; height: auto; }

@@ -114,6 +114,7 @@ def test_one_row_per_measure_of_the_json_report_each_linking_to_its_section(repo
         (link,) = row["links"]
         assert link.startswith("#") and link[1:] in page.ids
     assert {"verdicts", "figure-1", "curves", "measures", "extra"} <= page.ids
+    assert all(v[1:] in page.ids for _, k, v in page.attributes if k == "href" and v.startswith("#"))
 
 
 def test_the_table_has_every_column_of_the_json_summary_with_its_numbers(report):
@@ -172,6 +173,8 @@ def test_runs_without_a_history_and_a_figure_that_would_fetch(report):
     document, records, _, _ = report
     imported = [dataclasses.replace(r, history={}) for r in records]  # as imported runs are
     text = html_report(document, imported)
-    assert 'id="curves"' not in text and len(parsed(text).rows) == len(document["summary"])
+    page = parsed(text)
+    assert "curves" not in page.ids and "extra" not in page.ids and len(page.rows) == len(document["summary"])
+    assert all(v[1:] in page.ids for _, k, v in page.attributes if k == "href" and v.startswith("#"))
     with pytest.raises(ValueError, match="outside address"):
         html_report(document, records, extra_figures=[("x", "y", '<svg><image href="https://a.b/c.png"/></svg>')])
