@@ -28,10 +28,11 @@ PART_KEYS = {"line": ("alpha", "loss", "accuracy"), "plane": ("a", "b", "loss", 
 
 def analysis_arrays(record: RunRecord, name: str, part: str) -> dict[str, np.ndarray] | None:
     """The arrays of one part (line, plane, density) of an analysis cached in a run file, without their
-    prefix, or None when the run has none. Tolerant of the layout: arrays named PART/KEY, a nested
-    {PART: {KEY: ...}}, or flat {KEY: ...}."""
+    prefix, or None when the run has none. The store keeps each part as its own entry, analyses["NAME/PART"]
+    (audit.store.record.ANALYSES: landscape/line, landscape/plane, density); also read: analyses["NAME"]
+    holding arrays named PART/KEY, a nested {PART: {KEY: ...}}, or flat {KEY: ...}."""
     analyses = record.analyses
-    entry = analyses.get(f"{name}/{part}") or analyses.get(name)  # landscape/line, landscape/plane; density
+    entry = analyses.get(f"{name}/{part}") or analyses.get(name)
     if not entry:
         return None
     arrays = entry.get("arrays", entry)

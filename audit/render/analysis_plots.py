@@ -137,7 +137,8 @@ def add_end_legend_entries(axes: Any) -> None:
 def landscape_2d(runs: Sequence[Run], title: str | None = None) -> Any:
     """Contours of the train loss (top row) and accuracy (bottom row, where every run has it) on the plane
     w₁ + a·δ + b·η of two filter-normalized random directions, one column per run, from each run's `plane` =
-    {"a": (r,), "b": (r,), "loss": (r, r) indexed [b, a], "accuracy": (r, r)}; one colour scale per row shared
+    {"a": (r,), "b": (r,), "loss": (r, r), "accuracy": (r, r)}, loss[i, j] at (a[i], b[j]) as
+    audit.analyses.landscape.plane gives it; one colour scale per row shared
     by every run (log when the loss spans decades; accuracy 0 to 1); the final weights (a = b = 0) marked."""
     plt = pyplot()
     runs = ordered(runs)
@@ -154,10 +155,10 @@ def landscape_2d(runs: Sequence[Run], title: str | None = None) -> Any:
                                else loss_levels(values, log=spans_decades(values)))
         for column, run in enumerate(runs):
             axes, plane = panels[row][column], run["plane"]
-            filled = axes.contourf(plane["a"], plane["b"], plane[key], levels=levels, norm=norm, cmap=colours,
-                                   extend="both")
-            axes.contour(plane["a"], plane["b"], plane[key], levels=levels[::4], norm=norm, colors="white",
-                         linewidths=0.4, alpha=0.6)
+            z = np.asarray(plane[key]).T  # matplotlib wants z[b, a]
+            filled = axes.contourf(plane["a"], plane["b"], z, levels=levels, norm=norm, cmap=colours, extend="both")
+            axes.contour(plane["a"], plane["b"], z, levels=levels[::4], norm=norm, colors="white", linewidths=0.4,
+                         alpha=0.6)
             axes.plot([0], [0], marker="*", markersize=9, color="white", markeredgecolor="black",
                       markeredgewidth=0.7, linestyle="none", label="final weights")
             axes.set_aspect("equal")
@@ -331,6 +332,8 @@ def hessian_density(runs: Sequence[Run], title: str | None = None) -> Any:
         axes.plot(density["grid"], density["density"], linewidth=1.1, label=run["label"], **style)
         peak = max(peak, float(np.nanmax(density["density"])))
         nodes = np.ravel(density.get("nodes", np.array([])))
+        if "weights" in density:  # past a Lanczos breakdown the nodes are padding with weight 0
+            nodes = nodes[np.ravel(density["weights"]) > 0]
         nodes = nodes[np.isfinite(nodes)]
         if len(nodes):
             axes.plot([nodes.max()], [0.965], marker="v", markersize=6, label="_top",

@@ -103,8 +103,9 @@ def test_analysis_arrays_read_prefixed_nested_and_flat_layouts(store):
     line = {"alpha": np.linspace(0, 1, 3), "loss": np.ones(3), "accuracy": np.zeros(3)}
     layouts = [{"attrs": {}, "arrays": {f"line/{k}": v for k, v in line.items()} | {"plane/a": np.zeros(2)}},
                {"attrs": {}, "arrays": {"line": line}}, {"attrs": {}, "arrays": line}]
-    for layout in layouts:
-        record.analyses = {"landscape": layout}
+    layouts.append({"attrs": {}, "arrays": line})  # the store's own: analyses["landscape/line"]
+    for index, layout in enumerate(layouts):
+        record.analyses = {"landscape/line" if index == 3 else "landscape": layout}
         got = analysis_arrays(record, "landscape", "line")
         assert sorted(got) == ["accuracy", "alpha", "loss"] and np.array_equal(got["alpha"], line["alpha"])
     assert analysis_arrays(record, "landscape", "plane") is None  # the flat layout holds no plane
@@ -116,8 +117,8 @@ def test_analysis_arrays_read_prefixed_nested_and_flat_layouts(store):
 def test_figure_runs_gives_spectra_and_cached_analyses_and_names_the_command_for_the_rest(store):
     records = [read_run(p) for p in open_store(store).run_paths()]
     true = next(r for r in records if r.spec.variant == "true")
-    true.analyses = {"landscape": {"attrs": {}, "arrays": {"line/alpha": np.linspace(-0.5, 1.5, 5),
-                                                           "line/loss": np.ones(5), "line/accuracy": np.ones(5)}}}
+    true.analyses = {"landscape/line": {"attrs": {}, "arrays": {"alpha": np.linspace(-0.5, 1.5, 5),
+                                                                "loss": np.ones(5), "accuracy": np.ones(5)}}}
     runs, notes = figure_runs(records, ["landscape", "esd", "hessian-density"], root="S")
     assert sorted(runs) == ["esd", "landscape-1d"]
     assert [r["run_id"] for r in runs["landscape-1d"]] == [true.run_id]

@@ -33,7 +33,7 @@ def line_runs():
 
 def plane_runs():
     a = b = np.linspace(-1, 1, 21)
-    radius = a[None, :] ** 2 + 2 * b[:, None] ** 2
+    radius = a[:, None] ** 2 + 2 * b[None, :] ** 2  # loss[i, j] at (a[i], b[j]): twice as steep along b
     return [{"label": "true · seed 0", "variant": "true",
              "plane": {"a": a, "b": b, "loss": 0.01 + radius, "accuracy": np.exp(-radius)}},
             {"label": "random-labels · seed 0", "variant": "random-labels",
@@ -127,6 +127,10 @@ def test_landscape_2d_shares_one_colour_scale_per_row_and_marks_the_final_weight
             assert sets[0].levels[0] == pytest.approx(0.01) and sets[0].levels[-1] == pytest.approx(60.02)
         else:
             assert (sets[0].levels[0], sets[0].levels[-1]) == (0.0, 1.0)
+    for axes in panels[:2]:  # a contour is wider along a than along b: the plane is not drawn transposed
+        line = next(c for c in axes.collections if isinstance(c, QuadContourSet) and not c.filled)
+        extents = np.ptp(np.concatenate([p.vertices for p in line.get_paths() if len(p.vertices)]), axis=0)
+        assert extents[0] > 1.2 * extents[1]
     for axes in panels:
         star = next(x for x in axes.lines if x.get_label() == "final weights")
         assert (star.get_xdata()[0], star.get_ydata()[0]) == (0, 0)
@@ -202,6 +206,11 @@ def test_hessian_density_draws_each_density_on_a_log_axis():
         assert colour(line) == variant_colour(run["variant"]).lower()
         top = next(x for x in axes.lines if x.get_label() == "_top" and colour(x) == colour(line))
         assert top.get_xdata()[0] == run["density"]["nodes"].max()
+    padded = {**runs[0], "density": {**runs[0]["density"], "nodes": np.array([[-2.0, 1.0, 0.0]]),
+                                     "weights": np.array([[0.5, 0.5, 0.0]])}}  # a breakdown's padding
+    figure = ap.hessian_density([padded])
+    top = next(x for x in figure.axes[0].lines if x.get_label() == "_top")
+    assert top.get_xdata()[0] == 1.0
     peak = max(r["density"]["density"].max() for r in runs)
     assert axes.get_ylim()[0] == pytest.approx(peak * ap.DENSITY_FLOOR)
     assert_readable(figure)
