@@ -743,7 +743,8 @@ def auc_text(stat: dict[str, Any]) -> str:
 def key_rows(stats: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
     """The numbers the rule reads, a line each: counts, medians, auc, trend, τ, and the input variants."""
     def median_of(stat: dict[str, Any], variant: str) -> str:
-        return fmt((stat.get("medians") or {}).get(variant), 4)
+        value = (stat.get("medians") or {}).get(variant)
+        return "—" if value is None else f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
 
     out: list[tuple[str, list[Any]]] = [
         ("verdict", [s.get("verdict") for s in stats]),
@@ -791,7 +792,7 @@ def measure_html(rows: list[dict[str, Any]], summary: dict[str, Any], stats: lis
             f" · <a href=\"#verdicts\">back to the table</a></p>"
             f"{f'<ul class={chr(34)}notes{chr(34)}>{notes}{undefined}</ul>' if notes or undefined else ''}"
             f"<div class=\"measure-body\"><div>{figure}</div>"
-            f"{stats_table(stats, key_rows(stats), 'numbers key' if len(stats) == 1 else 'numbers')}"
+            f"<div class=\"{'key-box' if len(stats) == 1 else 'wide-box'}\">{stats_table(stats, key_rows(stats))}</div>"
             f"</div><details><summary>every number in the JSON: per family of runs, and the summary</summary>"
             f"<div class=\"measure-body\">{stats_table(stats, stat_rows(stats))}{summary_table(summary)}</div>"
             f"</details></section>")
@@ -887,7 +888,8 @@ section.measure { border-top: 1px solid var(--line); padding-top: 4px; }
 ul.notes { margin: 4px 0; color: #7a4a00; }
 .measure-body { display: flex; gap: 16px; align-items: flex-start; flex-wrap: wrap; }
 svg.plot { max-width: 100%; height: auto; }
-table.key { max-width: 470px; }
+.key-box { flex: 1 1 360px; max-width: 480px; } .key-box table { width: 100%; }
+.wide-box { flex: 1 1 100%; }
 table.numbers { border-collapse: collapse; font-size: 12px; }
 table.numbers th, table.numbers td { padding: 1px 8px; border-bottom: 1px solid #eee; text-align: left;
                                      vertical-align: top; max-width: 420px; }
