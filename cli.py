@@ -16,6 +16,7 @@ def _interrupted_while_starting(signum: int, frame: object) -> None:
 
 if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "audit":  # the command, not a test importing it:
     signal.signal(signal.SIGINT, _interrupted_while_starting)  # Ctrl-C in the slow imports and parsing: one line
+import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,8 @@ from audit.errors import UsageError, WorkError, user_frame
 from audit.judge.paper import check_paper, compare
 from audit.judge.rows import run_rows
 from audit.pipeline import catalogue
+from audit.pipeline.analysis_figures import KINDS, figure_runs
+from audit.pipeline.analyze import analysis_settings, analyze
 from audit.pipeline.benchmark import BenchmarkOptions, run_benchmark
 from audit.pipeline.check import check_measures
 from audit.pipeline.export import export_data as export_run_data
@@ -42,14 +45,17 @@ from audit.pipeline.theory import build_expressivity, fit_kernel
 from audit.pipeline.verify import verify_store
 from audit.render import formats
 from audit.render import items as render_items
+from audit.render.analysis_plots import write_analysis_figures
 from audit.render.check import CheckReporter, print_check
 from audit.render.console import one_line, stage_printer
+from audit.render.html import report_document, write_html_report
 from audit.render.leaderboard import emit_benchmark
 from audit.render.plots import pyplot, write_figures
 from audit.render.progress import Reporter
 from audit.render.report import Output, emit
 from audit.render.show import print_run
-from audit.spec.overrides import check_out, check_path, check_point, run_overrides, show_args
+from audit.spec.overrides import check_out, check_path, check_point, plot_args, run_overrides, show_args
+from audit.train.device import Operational
 
 app = typer.Typer(
     help="Run the randomization test of Zhang et al. and audit generalization measures with it.",
@@ -271,6 +277,9 @@ def report_command(
     markdown: MarkdownOpt = False,
     plugin: PluginOpt = [],
     wide: WideOpt = False,
+    html: Annotated[Optional[Path], typer.Option(
+        "--html", help="Write the whole audit as one self-contained HTML file (sortable verdict table, Figure 1, "
+                       "training curves, each measure's panels, cached landscapes, spectra and densities).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Print the runs and verdicts of a store from its cached measures (computes nothing): per measure, the
@@ -280,7 +289,17 @@ def report_command(
     at = check_point(at)
     check_paper(paper)
     scored = load_report(store, measure, at)
-    if paper is not None:
+    if html is not None:
+        rows = run_rows(scored.records, scored.family, at)
+        document = report_document(str(scored.root), rows, scored.judged, scored.errors, correction,
+                                   list(measure) or None)
+        if not html.parent.is_dir() or html.is_dir():
+            raise UsageError(f"--html {html}: give a file in an existing folder")
+        written = write_html_report(html, document, scored.records, at=at,
+                                    num_classes=classes_of(scored.records), notices=scored.notices,
+                                    extra_figures=analysis_pictures(scored.records, scored.root))
+        print(f"wrote {written.path} ({written.size / 1e6:.2f} MB in {written.seconds:.1f} s)")
+    elif paper is not None:
         render_items.print_paper(paper, compare(paper, run_rows(scored.records, scored.names, at)), as_json)
     else:
         emit(str(scored.root), run_rows(scored.records, scored.family, at), scored.judged, scored.errors, output,
@@ -291,7 +310,8 @@ def report_command(
 @app.command()
 @guarded
 def plot(
-    store: Annotated[Optional[Path], typer.Argument(help="Store directory (default: the latest under ./audit-runs).")] = None,
+    args: Annotated[list[str], typer.Argument(help="[STORE] [landscape|esd|hessian-density ...]",
+                                              metavar="[STORE] [KIND...]")] = [],
     out: Annotated[Optional[str], typer.Option(help="Folder for the figures (default STORE/figures).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="png, svg or pdf.")] = "png",
     measure: Annotated[list[str], typer.Option(help="Also plot this measure against p (repeatable; default: "
@@ -300,16 +320,100 @@ def plot(
 ) -> None:
     """Write the paper's Figure 1 panels from a store (1a training loss against steps per variant, 1b time to
     fit relative to true labels against p, 1c test error against p with chance marked) and each measure
-    against p with seeds as points. Needs matplotlib: pip install -e '.[plot]'."""
+    against p with seeds as points. With KINDs, those figures instead, true against random labels: landscape
+    (1D and 2D, from `audit landscape`), esd (each layer's spectrum of WᵀW with its power-law fit, from the
+    weights) and hessian-density (from `audit density`)."""
+    store, kinds = plot_args(args, KINDS)
     pyplot()  # a missing matplotlib is a usage error before any work
     scored = load_report(store, measure)
-    rows = run_rows(scored.records, scored.names)
-    for path in write_figures(scored.records, rows, scored.names, check_out(out) or scored.root / "figures", fmt,
-                              classes_of(scored.records)):
+    folder = check_out(out) or scored.root / "figures"
+    if kinds:
+        runs, notes = figure_runs(scored.records, kinds, root=str(scored.root))
+        paths = write_analysis_figures(runs, folder, (fmt,))
+    else:
+        notes, paths = [], write_figures(scored.records, run_rows(scored.records, scored.names), scored.names,
+                                         folder, fmt, classes_of(scored.records))
+    for path in paths:
         print(path)
-    for line in scored.notices + scored.errors:
+    for line in notes + scored.notices + scored.errors:
         print(f"audit: {line}", file=sys.stderr)
     raise typer.Exit(1 if scored.errors else 0)
+
+
+PICTURES = {"landscape-1d": ("Loss along the line from init to final weights", "Li et al. 2018, 1D"),
+            "landscape-2d": ("Loss around the final weights", "two filter-normalized random directions"),
+            "esd": ("Spectra of WᵀW per layer", "the power-law fit of ww-alpha from xmin"),
+            "hessian-density": ("Hessian eigenvalue density", "stochastic Lanczos quadrature")}
+
+
+def analysis_pictures(records: list[Any], root: Path) -> list[tuple[str, str, bytes]]:
+    """The landscape, spectrum and density figures of a store for the HTML report, true against random labels:
+    the cached analyses, and spectra where a run has a landscape or density (the runs someone looked at)."""
+    looked_at = [r for r in records if r.analyses]
+    kinds = ["landscape", "hessian-density"] + (["esd"] if looked_at else [])
+    runs, _ = figure_runs(looked_at, kinds, str(root))
+    with tempfile.TemporaryDirectory() as folder:
+        paths = write_analysis_figures(runs, Path(folder), ("png",))
+        kind = {p: next(k for k in PICTURES if p.stem.startswith(k)) for p in paths}
+        return [(PICTURES[kind[p]][0] + p.stem.removeprefix(kind[p]).replace("-", " · ", 1),
+                 PICTURES[kind[p]][1], p.read_bytes()) for p in paths]
+
+
+def analysis_command(kind: str, args: list[str], setting: list[str], out: Optional[str], fmt: str, device: str,
+                     data_dir: Optional[Path], as_json: bool) -> None:
+    """`audit landscape` and `audit density`: the estimate on stderr, each run's analysis cached, its figures."""
+    store, prefixes = plot_args(args, ())
+    settings = analysis_settings(kind, setting)
+    folder = check_out(out)
+    ops = Operational(device=device, data_dir=data_dir)
+    stage = stage_printer(False)  # on stderr, also with --json
+    document: dict[str, Any] = {"kind": kind, "settings": settings, "runs": []}
+
+    def on_estimate(estimate: dict[str, Any]) -> None:
+        document["estimate"] = estimate
+        stage(render_items.analysis_estimate(kind, estimate))
+
+    def on_run(index: int, total: int, record: Any, computed: bool) -> None:
+        document["runs"].append(render_items.analysis_run(kind, record, computed))
+        stage(f"[{index + 1}/{total}] {record.run_id} {record.spec.variant_label} seed {record.spec.seed}: "
+              + ("computed" if computed else "cached with these settings"))
+
+    root, records = analyze(store, kind, prefixes, settings, ops, on_estimate, on_run)
+    runs, notes = figure_runs(records, ["landscape" if kind == "landscape" else "hessian-density"], str(root.root))
+    document.update(store=str(root.root), notes=notes,
+                    figures=[str(p) for p in write_analysis_figures(runs, folder or root.root / "figures", (fmt,))])
+    render_items.print_analysis(document, as_json)
+
+
+RunsArg = Annotated[list[str], typer.Argument(help="[STORE] [RUN...]: run ids or prefixes (default: per family "
+                                                   "the lowest-seed true and random-labels runs)",
+                                              metavar="[STORE] [RUN...]")]
+SetOpt = Annotated[list[str], typer.Option("--set", help="KEY=VALUE: a setting (see the README; repeatable).")]
+FormatOpt = Annotated[str, typer.Option("--format", help="png, svg or pdf.")]
+FiguresOpt = Annotated[Optional[str], typer.Option(help="Folder for the figures (default STORE/figures).")]
+
+
+@app.command()
+@guarded
+def landscape(args: RunsArg = [], setting: SetOpt = [], out: FiguresOpt = None, fmt: FormatOpt = "png",
+              device: DeviceOpt = "auto", data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """The train loss and accuracy of stored runs along the line from their initial to their final weights
+    (stretched beyond both ends) and on the plane of two filter-normalized random directions around the final
+    weights (Li et al. 2018), on a seeded subset of the fitted train data; cached in each run file under
+    landscape/, drawn true against random labels into STORE/figures. The estimated cost is printed first.
+    Settings: examples, seed, points, stretch, resolution (odd), span."""
+    analysis_command("landscape", args, setting, out, fmt, device, data_dir, as_json)
+
+
+@app.command()
+@guarded
+def density(args: RunsArg = [], setting: SetOpt = [], out: FiguresOpt = None, fmt: FormatOpt = "png",
+            device: DeviceOpt = "auto", data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """The Hessian eigenvalue density of the train loss of stored runs by stochastic Lanczos quadrature
+    (Ghorbani et al. 2019), seeded Rademacher probes on a seeded subset of the fitted train data; cached in
+    each run file under density/, drawn true against random labels into STORE/figures. The estimated cost is
+    printed first. Settings: examples, seed, probes, steps, sigma."""
+    analysis_command("density", args, setting, out, fmt, device, data_dir, as_json)
 
 
 @app.command()

@@ -2,7 +2,8 @@
 
 Set AUDIT_PAUSE_AT="point:count" and AUDIT_PAUSE_MARK=FILE: the count-th time the process reaches `point`
 it creates FILE and sleeps until killed. Unset (always, outside the tests), a pause point costs one lookup.
-Points: mid-epoch (half-way through a training epoch), write:checkpoint, write:result and write:measures
+Points: mid-epoch (half-way through a training epoch), write:checkpoint, write:result, write:measures and
+write:analysis
 (after the temporary file is written and fsynced, before it is renamed over the run file).
 """
 

@@ -14,6 +14,7 @@ from audit.errors import UsageError, WorkError
 from audit.models.architecture import loads
 from audit.pipeline.esd import run_esd
 from audit.spec.run import KERNEL_PREFIX
+from audit.store.files import read_run
 from audit.store.record import RunRecord
 from measures.spectra import MIN_EVALS
 
@@ -90,17 +91,21 @@ def figure_runs(records: Sequence[RunRecord], kinds: Sequence[str], root: Path |
     seed of each variant per family; 1D landscapes and densities of every run."""
     runs: dict[str, list[dict[str, Any]]] = {}
     notes: list[str] = []
+    # a report reads runs without their weights; the spectra need them, and drawable() looks for them
+    records = [read_run(r.path, run_id=r.run_id) if not r.final and r.path is not None and r.status == "complete" else r
+               for r in records]
     usable = sorted((record for record in records if drawable(record) is None), key=lambda r: r.spec.seed)
     for kind in check_kinds(kinds):
         if kind == "esd":
-            drawn, failed = esd_runs(first_seeds(usable), min_evals, data_dir)
+            label_ends = [r for r in usable if r.spec.variant in ("true", "random-labels")]  # the comparison drawn
+            drawn, failed = esd_runs(first_seeds(label_ends or usable), min_evals, data_dir)
             notes += failed
         else:
             name, part, command = CACHED[kind]
             cached = [r for r in usable if analysis_arrays(r, name, part) is not None]
             if len(cached) < len(usable):
-                notes.append(f"{kind}: {len(usable) - len(cached)} of {len(usable)} runs have none cached "
-                             f"(`{command} {root}` computes it)")
+                notes.append(f"{kind}: drawn for the {len(cached)} of {len(usable)} runs that have it cached "
+                             f"(`{command} {root} [RUN...]` computes it)")
             chosen = first_seeds(cached) if kind == "landscape-2d" else cached  # a panel per run: one seed
             drawn = [{**run_entry(r), part: analysis_arrays(r, name, part)} for r in chosen]
         if drawn:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from rich.table import Table
 from audit.render import formats, tables
 from audit.render.console import out_console
 from audit.render.fit import plain_table
+from audit.store.record import RunRecord
 
 PLAN_COLUMNS = ["run_id", "variant", "seed", "model", "dataset", "state"]
 KERNEL_KEYS = ["dataset", "train_size", "variant", "model", "bandwidth", "jitter", "train_error", "train_residual",
@@ -149,3 +151,51 @@ def print_verify(document: dict[str, Any], as_json: bool) -> None:
         print_items(rows, False, ["file", "state", "problem"], note=note)
     else:
         out_console().print(note)
+
+
+def analysis_estimate(kind: str, estimate: dict[str, Any]) -> str:
+    """The line printed before `audit landscape` or `audit density` starts: what it will cost."""
+    runs, todo = estimate["runs"], estimate["to_compute"]
+    if not todo:
+        return f"{kind} of {runs} run{'s' * (runs != 1)}: every one cached with these settings"
+    unit = "example forward passes" if kind == "landscape" else "Hessian-vector products × examples"
+    return (f"{kind} of {runs} run{'s' * (runs != 1)} ({todo} to compute): {estimate['forward_passes']:,} {unit}, "
+            f"about {duration(estimate['seconds'])} on this machine")
+
+
+def analysis_run(kind: str, record: RunRecord, computed: bool) -> dict[str, Any]:
+    """One run of `audit landscape` / `audit density` in its JSON document: what was cached, in numbers."""
+    entry: dict[str, Any] = {"run_id": record.run_id, "variant": record.spec.variant_label, "seed": record.spec.seed,
+                             "computed": computed}
+    if kind == "landscape":
+        line, plane = record.analyses["landscape/line"], record.analyses["landscape/plane"]
+        alpha, loss = line["arrays"]["alpha"], line["arrays"]["loss"]
+        centre = plane["arrays"]["loss"][len(plane["arrays"]["a"]) // 2, len(plane["arrays"]["b"]) // 2]
+        entry.update(init_loss=float(loss[alpha == 0.0][0]), final_loss=float(loss[alpha == 1.0][0]),
+                     plane_centre_loss=float(centre), plane_max_loss=float(plane["arrays"]["loss"].max()),
+                     seconds=float(line["attrs"]["seconds"]) + float(plane["attrs"]["seconds"]))
+    else:
+        cached = record.analyses["density"]
+        entry.update(trace_estimate=cached["attrs"].get("trace_estimate"),
+                     largest_ritz_value=float(cached["arrays"]["nodes"].max()),
+                     seconds=float(cached["attrs"]["seconds"]))
+    return entry
+
+
+def print_analysis(document: dict[str, Any], as_json: bool) -> None:
+    """`audit landscape` / `audit density`: one JSON document, or a line per run and the figures written."""
+    if as_json:
+        print(formats.dumps(document))
+        return
+    console = out_console()
+    for run in document["runs"]:
+        if document["kind"] == "landscape":
+            numbers = (f"train loss {run['init_loss']:.4g} at init, {run['final_loss']:.4g} final; plane up to "
+                       f"{run['plane_max_loss']:.4g}")
+        else:
+            numbers = f"Hessian trace ≈ {run['trace_estimate']:.4g}, largest Ritz value {run['largest_ritz_value']:.4g}"
+        console.print(f"{run['run_id']}  {run['variant']} seed {run['seed']}: {numbers}", highlight=False)
+    for path in document["figures"]:
+        console.print(path, highlight=False)
+    for note in document["notes"]:
+        print(f"audit: {note}", file=sys.stderr)

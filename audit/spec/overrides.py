@@ -169,3 +169,15 @@ def show_args(args: list[str]) -> tuple[Path | None, str]:
     if len(args) not in (1, 2):
         raise UsageError("give a run id, optionally after the store: audit show [STORE] RUN_ID")
     return (Path(args[0]) if len(args) == 2 else None), args[-1]
+
+
+def plot_args(args: list[str], kinds: tuple[str, ...]) -> tuple[Path | None, list[str]]:
+    """`[STORE] [WORD...]` → (the store, or None for the latest, and the words): the first argument is the
+    store when it is not one of `kinds` and either names a directory or more words follow (`audit plot S esd`,
+    `audit landscape S 17116a`)."""
+    if not args:
+        return None, []
+    first = args[0]
+    if first not in kinds and (Path(first).is_dir() or (kinds and len(args) > 1)):
+        return Path(first), args[1:]
+    return None, list(args)

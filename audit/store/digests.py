@@ -148,6 +148,9 @@ def describe(part: str) -> str:
         return f"the weights kept at {part.removeprefix('weights/kept/')}"
     if part in STRUCTURE:
         return f"the file's structure ({part})"
+    if part in ("landscape/line", "landscape/plane", "density", "landscape"):
+        return {"landscape/line": "the cached 1D loss landscape", "landscape/plane": "the cached 2D loss landscape",
+                "density": "the cached Hessian density", "landscape": "the landscape group"}[part]
     names = {"weights/init": "the init weights", "weights/final": "the final weights",
              "history": "the training history", "data": "the fitted-data record", "resume": "the resume state"}
     return names.get(part, part)

@@ -30,7 +30,7 @@ from audit.store.digests import (
 )
 from audit.store.locks import LOCK_STALE_SECONDS, pid_alive
 from audit.store.reader import READER, ReaderFailed
-from audit.store.record import SCHEMA, STATUSES, RunRecord
+from audit.store.record import ANALYSES, SCHEMA, STATUSES, WRITTEN_WITHOUT_ANALYSES, RunRecord
 from audit.testhooks import pause_point
 
 
@@ -71,6 +71,12 @@ def record_parts(record: RunRecord) -> dict[str, Part]:
         parts[f"weights/kept/{tag}"] = (_stored_attrs(point["attrs"]), _stored_arrays(point["weights"]))
     if record.resume is not None:
         parts["resume"] = ({}, {"state": np.void(record.resume)})
+    for name, entry in record.analyses.items():
+        if name not in ANALYSES:
+            raise ValueError(f"unknown analysis part {name!r}: one of {', '.join(ANALYSES)}")
+        parts[name] = (_stored_attrs(entry["attrs"]), _stored_arrays(entry["arrays"]))
+        if "/" in name:  # its group's container, an empty part like weights/kept
+            parts[name.split("/")[0]] = ({}, {})
     for name, entry in record.measures.items():
         parts[f"measures/{name}"] = (_stored_attrs({k: v for k, v in entry.items() if k != "detail"}),
                                      _stored_arrays(entry.get("detail", {})))
@@ -181,7 +187,7 @@ def write_run(path: Path, record: RunRecord, stage: str = "result") -> None:
         with h5py.File(tmp, "w") as f:
             for name, part in parts.items():
                 _write_part(f if name == "attrs" else f.require_group(name), part)
-            f.attrs["schema"] = SCHEMA
+            f.attrs["schema"] = SCHEMA if record.analyses else WRITTEN_WITHOUT_ANALYSES
             f.attrs[MANIFEST] = manifest(parts)
 
     atomic_replace(path, write, stage)
@@ -258,6 +264,8 @@ def _record(path: Path, schema: Any, verified: bool, damaged: dict[str, str], pa
             record.measures[name.removeprefix("measures/")] = {**entry_attrs, **({"detail": detail} if detail else {})}
         elif name.startswith("weights/kept/") and usable(name):
             record.kept[name.removeprefix("weights/kept/")] = {"attrs": entry_attrs, "weights": detail}
+        elif name in ANALYSES and usable(name):
+            record.analyses[name] = {"attrs": entry_attrs, "arrays": detail}
     if weights:
         record.init = parts["weights/init"][1] if usable("weights/init") else {}
         record.final = parts["weights/final"][1] if usable("weights/final") else {}

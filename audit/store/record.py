@@ -10,10 +10,14 @@ import numpy as np
 
 from audit.spec.run import RunSpec
 
-SCHEMA = 3  # 1: first release; 2: train_size/test_size attributes and weights/kept; 3: a digest of every part
+SCHEMA = 4  # 1: first release; 2: train_size/test_size attributes and weights/kept; 3: a digest of every part;
+# 4: analyses (landscape/line, landscape/plane, density). A file is written as 4 only when it holds an analysis,
+# so that an audit from before them refuses it ("newer schema") instead of rewriting it without them.
+WRITTEN_WITHOUT_ANALYSES = 3
 # (older schemas are read and migrated in memory; they are "unverified" until `audit verify --upgrade`)
 
 STATUSES = ("running", "complete", "diverged")
+ANALYSES = ("landscape/line", "landscape/plane", "density")  # the parts an analysis may fill; each an HDF5 group
 
 
 @dataclass
@@ -31,6 +35,7 @@ class RunRecord:
     resume: bytes | None = None
     measures: dict[str, dict[str, Any]] = field(default_factory=dict)
     kept: dict[str, dict[str, Any]] = field(default_factory=dict)  # tag → {"attrs": {...}, "weights": {...}}
+    analyses: dict[str, dict[str, Any]] = field(default_factory=dict)  # ANALYSES name → {"attrs", "arrays"}
     path: Path | None = None
     verified: bool = False  # read with every part checked against its digest (schema 3)
     damaged: dict[str, str] = field(default_factory=dict)  # part → what is wrong; those parts are left out

@@ -125,8 +125,11 @@ def test_figure_runs_gives_spectra_and_cached_analyses_and_names_the_command_for
     assert runs["landscape-1d"][0]["label"] == "true · seed 0" and runs["landscape-1d"][0]["num_classes"] == 10
     assert sorted(r["variant"] for r in runs["esd"]) == ["random-labels", "true"]
     assert all(len(r["layers"]) == 2 and "eigenvalues" in r["layers"][0] for r in runs["esd"])
-    assert notes == ["landscape-1d: 1 of 2 runs have none cached (`audit landscape S` computes it)",
-                     "landscape-2d: 2 of 2 runs have none cached (`audit landscape S` computes it)",
-                     "hessian-density: 2 of 2 runs have none cached (`audit density S` computes it)"]
+    assert notes == ["landscape-1d: drawn for the 1 of 2 runs that have it cached (`audit landscape S [RUN...]` "
+                     "computes it)",
+                     "landscape-2d: drawn for the 0 of 2 runs that have it cached (`audit landscape S [RUN...]` "
+                     "computes it)",
+                     "hessian-density: drawn for the 0 of 2 runs that have it cached (`audit density S [RUN...]` "
+                     "computes it)"]
     with pytest.raises(UsageError, match="unknown figure 'spectra': use one of landscape, esd, hessian-density"):
         figure_runs(records, ["spectra"])
