@@ -1,22 +1,22 @@
 """Curvature of the train loss at the final weights: top eigenvalue and trace of the Hessian.
 
 The Hessian is of the mean cross-entropy on a seeded subset of the fitted train set with respect to all
-parameters (weights and biases), used only through Hessian-vector products (torch.func, forward-over-reverse).
+parameters (weights and biases), used only through Hessian-vector products: one backward pass each through a
+gradient graph built once (measures/hvp.py; torch.func forward-over-reverse where an op has no double backward).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import nn
 
 from audit.resources import check_memory
 from measures._registry import Context, Undefined, keep_detail, measure
-from measures.functional import Params, flat, hvp_fn, params_of, subset, unflat
+from measures.functional import Params, params_of, subset
+from measures.hvp import STEPS, Matvec, NoConvergence, basis_bytes, lanczos_top, retained_hvp
 
 TOP = {"samples": 2048, "seed": 0, "tol": 1e-3, "maxiter": 100}
 TRACE = {"samples": 2048, "seed": 0, "probes": 64, "chunk": 8}
@@ -54,15 +54,17 @@ def hvp_bytes(model: nn.Module, x: torch.Tensor) -> int:
     return n_params * 8 * 10 + 6 * activations_per_example(model, x) * len(x) * element
 
 
-def hessian_setup(ctx: Context, name: str, samples: int, seed: int, copies: int = 1,
-                  hint: str = "") -> tuple[Params, Callable[[Params], Params]]:
-    """The parameters and v ↦ Hv on the seeded subset, after checking memory for `copies` HVPs at once."""
+def hessian_setup(ctx: Context, name: str, samples: int, seed: int, copies: int = 1, extra: int = 0,
+                  hint: str = "") -> tuple[Params, Matvec, Matvec]:
+    """The parameters and v ↦ Hv, V ↦ HVᵀ (flat, one gradient graph) on the seeded subset, after checking
+    memory for `copies` HVPs at once and `extra` bytes more."""
     x, y = ctx.require_train()
     x, y = subset(x, y, samples, seed)
-    check_memory(name, hvp_bytes(ctx.model, x) * copies, ctx.device,
+    check_memory(name, hvp_bytes(ctx.model, x) * copies + extra, ctx.device,
                  f"lower --set {name}.samples= (now {len(x)} train examples){hint}")
     params = params_of(ctx.model)
-    return params, hvp_fn(ctx.model, params, x, y)
+    one, batched = retained_hvp(ctx.model, params, x, y)
+    return params, one, batched
 
 
 def stacked(vectors: torch.Tensor, like: Params) -> Params:
@@ -75,53 +77,49 @@ def stacked(vectors: torch.Tensor, like: Params) -> Params:
 
 
 @measure("hessian-top", family="curvature", needs=("weights", "train"), direction=1, cost="heavy", default=False,
-         settings=TOP, reference=REFERENCE_TOP,
-         formula="largest eigenvalue of ∇²_θ L(θ), L the mean train cross-entropy on `samples` seeded train "
-                 "examples, θ all weights and biases; Lanczos (scipy eigsh, k=1, which=LA) on Hessian-vector "
-                 "products to relative tolerance `tol`, at most `maxiter` restarts, v0 seeded")
+         settings=TOP, reference=REFERENCE_TOP, version=2,
+         formula="largest (algebraic) eigenvalue of ∇²_θ L(θ), L the mean train cross-entropy on `samples` seeded "
+                 "train examples, θ all weights and biases; Lanczos with full reorthogonalization on Hessian-vector "
+                 "products (one retained gradient graph), stopped after the first product at which the top Ritz "
+                 "pair's residual is at most `tol` times the Ritz value, restarted from the top Ritz vector every "
+                 f"{STEPS} products, at most `maxiter` restarts, v0 seeded")
 def hessian_top(ctx: Context, samples: int, seed: int, tol: float, maxiter: int) -> float:
-    params, hvp = hessian_setup(ctx, "hessian-top", samples, seed)
-    like = next(iter(params.values()))
-    n = sum(p.numel() for p in params.values())
+    like = next(ctx.model.parameters())
+    n = sum(p.numel() for p in ctx.model.parameters())
     if n < 2:
         raise Undefined("Lanczos needs at least 2 parameters")
-
-    def matvec(v: np.ndarray) -> np.ndarray:
-        vector = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).reshape(-1))
-        product = hvp(unflat(vector.to(device=like.device, dtype=like.dtype), params))
-        return flat(product).detach().double().cpu().numpy()
-
-    operator = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
-    v0 = np.random.default_rng(seed).standard_normal(n)
+    dtype = torch.float32 if ctx.device.type == "mps" else torch.float64
+    _, hvp, _ = hessian_setup(ctx, "hessian-top", samples, seed, extra=basis_bytes(n, dtype))
+    v0 = torch.from_numpy(np.random.default_rng(seed).standard_normal(n)).to(device=like.device, dtype=dtype)
     try:
-        values = eigsh(operator, k=1, which="LA", tol=tol, maxiter=maxiter, v0=v0, return_eigenvectors=False)
-    except ArpackNoConvergence:
-        raise Undefined(f"Lanczos did not converge to tolerance {tol:g} in {maxiter} restarts") from None
-    return float(values[0])
+        value, products = lanczos_top(hvp, v0, tol, maxiter, noise=8 * torch.finfo(like.dtype).eps)
+    except NoConvergence as why:
+        raise Undefined(str(why)) from None
+    keep_detail(ctx, "hessian-top", products=products)
+    return value
 
 
 @measure("hessian-trace", family="curvature", needs=("weights", "train"), direction=1, cost="heavy",
-         default=False, settings=TRACE, reference=REFERENCE_TRACE,
+         default=False, settings=TRACE, reference=REFERENCE_TRACE, version=2,
          formula="tr ∇²_θ L(θ) ≈ (1/probes) Σ_k z_kᵀ ∇²L z_k, Hutchinson's estimator with a fixed number of "
-                 "seeded Rademacher probes z_k (HVPs vmapped `chunk` probes at a time); L the mean train cross-entropy on `samples` seeded train "
-                 "examples, θ all weights and biases")
+                 "seeded Rademacher probes z_k (HVPs on one retained gradient graph, `chunk` probes per batched "
+                 "backward); L the mean train cross-entropy on `samples` seeded train examples, θ all weights and "
+                 "biases")
 def hessian_trace(ctx: Context, samples: int, seed: int, probes: int, chunk: int) -> float:
     if probes < 1 or chunk < 1:
         raise Undefined("needs at least one probe and a chunk of at least one")
     chunk = min(chunk, probes)
-    params, hvp = hessian_setup(ctx, "hessian-trace", samples, seed, copies=chunk,
-                                hint=f" or --set hessian-trace.chunk= (now {chunk})")
+    params, _, batched_hvp = hessian_setup(ctx, "hessian-trace", samples, seed, copies=chunk,
+                                           hint=f" or --set hessian-trace.chunk= (now {chunk})")
     like = next(iter(params.values()))
     n = sum(p.numel() for p in params.values())
-    batched_hvp = torch.func.vmap(hvp)
     generator = torch.Generator().manual_seed(seed)
     values = []
     for start in range(0, probes, chunk):
         # one draw per probe, so the probes do not depend on the chunk size
         z = torch.stack([torch.randint(0, 2, (n,), generator=generator) * 2 - 1
                          for _ in range(min(chunk, probes - start))]).to(device=like.device, dtype=like.dtype)
-        products = batched_hvp(stacked(z, params))
-        hz = torch.cat([products[name].reshape(len(z), -1) for name in params], dim=1)
+        hz = batched_hvp(z)
         values.append((z.double() * hz.detach().double()).sum(dim=1).cpu())
     values = torch.cat(values).numpy()
     # The estimate stops at a fixed number of probes; its standard error is kept for whoever reports it.
