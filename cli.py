@@ -16,7 +16,6 @@ def _interrupted_while_starting(signum: int, frame: object) -> None:
 
 if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "audit":  # the command, not a test importing it:
     signal.signal(signal.SIGINT, _interrupted_while_starting)  # Ctrl-C in the slow imports and parsing: one line
-import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +49,7 @@ from audit.render.check import CheckReporter, print_check
 from audit.render.console import one_line, stage_printer
 from audit.render.html import report_document, write_html_report
 from audit.render.leaderboard import emit_benchmark
+from audit.render.pictures import report_pictures
 from audit.render.plots import pyplot, write_figures
 from audit.render.progress import Reporter
 from audit.render.report import Output, emit
@@ -152,6 +152,12 @@ ShardOpt = Annotated[Optional[str], typer.Option(
 BackendOpt = Annotated[str, typer.Option(help="local (this process) or ray (a task per training group).")]
 AddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local Ray).")]
 CpusPerRunOpt = Annotated[float, typer.Option(help="Ray: CPUs per task (also its torch threads).")]
+RunsArg = Annotated[list[str], typer.Argument(help="[STORE] [RUN...]: run ids or prefixes (default: per family "
+                                                   "the lowest-seed true and random-labels runs)",
+                                              metavar="[STORE] [RUN...]")]
+SetOpt = Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help="A setting (see the README; repeatable).")]
+FormatOpt = Annotated[str, typer.Option("--format", help="png, svg or pdf.")]
+FiguresOpt = Annotated[Optional[str], typer.Option(help="Folder for the figures (default STORE/figures).")]
 
 
 def report(scored: Scored, output: Output, show: list[str]) -> int:
@@ -312,8 +318,8 @@ def report_command(
 def plot(
     args: Annotated[list[str], typer.Argument(help="[STORE] [landscape|esd|hessian-density ...]",
                                               metavar="[STORE] [KIND...]")] = [],
-    out: Annotated[Optional[str], typer.Option(help="Folder for the figures (default STORE/figures).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="png, svg or pdf.")] = "png",
+    out: FiguresOpt = None,
+    fmt: FormatOpt = "png",
     measure: Annotated[list[str], typer.Option(help="Also plot this measure against p (repeatable; default: "
                                                      "every cached measure).")] = [],
     plugin: PluginOpt = [],
@@ -340,23 +346,11 @@ def plot(
     raise typer.Exit(1 if scored.errors else 0)
 
 
-PICTURES = {"landscape-1d": ("Loss along the line from init to final weights", "Li et al. 2018, 1D"),
-            "landscape-2d": ("Loss around the final weights", "two filter-normalized random directions"),
-            "esd": ("Spectra of WᵀW per layer", "the power-law fit of ww-alpha from xmin"),
-            "hessian-density": ("Hessian eigenvalue density", "stochastic Lanczos quadrature")}
-
-
 def analysis_pictures(records: list[Any], root: Path) -> list[tuple[str, str, bytes]]:
-    """The landscape, spectrum and density figures of a store for the HTML report, true against random labels:
-    the cached analyses, and spectra where a run has a landscape or density (the runs someone looked at)."""
+    """The report's landscape, spectrum and density figures: of the runs with a cached analysis."""
     looked_at = [r for r in records if r.analyses]
-    kinds = ["landscape", "hessian-density"] + (["esd"] if looked_at else [])
-    runs, _ = figure_runs(looked_at, kinds, str(root))
-    with tempfile.TemporaryDirectory() as folder:
-        paths = write_analysis_figures(runs, Path(folder), ("png",))
-        kind = {p: next(k for k in PICTURES if p.stem.startswith(k)) for p in paths}
-        return [(PICTURES[kind[p]][0] + p.stem.removeprefix(kind[p]).replace("-", " · ", 1),
-                 PICTURES[kind[p]][1], p.read_bytes()) for p in paths]
+    return report_pictures(figure_runs(looked_at, ["landscape", "hessian-density", "esd"] if looked_at else [],
+                                       str(root))[0])
 
 
 def analysis_command(kind: str, args: list[str], setting: list[str], out: Optional[str], fmt: str, device: str,
@@ -383,14 +377,6 @@ def analysis_command(kind: str, args: list[str], setting: list[str], out: Option
     document.update(store=str(root.root), notes=notes,
                     figures=[str(p) for p in write_analysis_figures(runs, folder or root.root / "figures", (fmt,))])
     render_items.print_analysis(document, as_json)
-
-
-RunsArg = Annotated[list[str], typer.Argument(help="[STORE] [RUN...]: run ids or prefixes (default: per family "
-                                                   "the lowest-seed true and random-labels runs)",
-                                              metavar="[STORE] [RUN...]")]
-SetOpt = Annotated[list[str], typer.Option("--set", help="KEY=VALUE: a setting (see the README; repeatable).")]
-FormatOpt = Annotated[str, typer.Option("--format", help="png, svg or pdf.")]
-FiguresOpt = Annotated[Optional[str], typer.Option(help="Folder for the figures (default STORE/figures).")]
 
 
 @app.command()

@@ -127,7 +127,8 @@ def score_store(store: Store, names: list[str], ops: Operational = Operational()
         if record.status != "complete" or (at is not None and at not in record.kept):
             todo = []
         planned.append((path, record, todo))
-    refuse_changed(changed_runs(record for _, record, _ in planned if record.status == "complete"), "score")
+    mine = [r for _, r, _ in planned if r.status == "complete" and (only is None or r.run_id in only)]
+    refuse_changed(changed_runs(mine), "score")  # `audit run` scores its own runs: the store's others are not its
     if any(todo for _, _, todo in planned):
         check_writable(store.runs_dir)
     for index, (path, record, todo) in enumerate(planned):
