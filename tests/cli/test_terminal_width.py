@@ -60,8 +60,7 @@ def test_a_wider_terminal_keeps_more_columns(small_store):
 
 @pytest.mark.skipif(shutil.which("audit") is None or importlib.util.find_spec("pyte") is None,
                     reason="needs the installed audit command and pyte (pip install -e '.[test]')")
-@pytest.mark.parametrize("terminal, columns", [(100, "100"), (60, "100")])
-def test_the_progress_bar_is_gone_before_the_tables_on_a_real_terminal(tmp_path, terminal, columns):
+def test_the_progress_bar_is_gone_before_the_tables_on_a_real_terminal(tmp_path, terminal=60, columns="100"):
     """Run in a pseudo-terminal and read the screen as a terminal shows it (pyte). As seen: with COLUMNS=100 in
     a narrower terminal the bar wrapped, and its wrapped rows stayed above the tables ("…0:00:03store ...")."""
     import fcntl
@@ -98,8 +97,7 @@ def test_the_progress_bar_is_gone_before_the_tables_on_a_real_terminal(tmp_path,
     shown = [line.rstrip() for line in screen.display if line.strip()]
     assert shown[0].startswith("store ")  # the first line on the screen: the report, nothing before it
     assert not any("━" in line or re.search(r"\d:\d\d:\d\d", line) for line in shown), shown
-    if terminal == 100:
-        assert any(line.startswith("l2 ") and " insufficient " in line for line in shown)
+    assert any(" insufficient " in line for line in shown)  # the verdict table, wrapped by the terminal
 
 
 def test_the_sweep_plan_fits_100_columns_one_line_per_run(tmp_path):

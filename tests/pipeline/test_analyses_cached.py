@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import h5py
@@ -146,9 +145,8 @@ def test_a_landscape_killed_while_writing_leaves_the_last_good_file(store, tmp_p
     for path in (store / "runs").glob("*.h5"):
         record = read_run(path)
         assert record.verified and not record.damaged and not record.analyses  # as before the kill
-    result = subprocess.run([sys.executable, "-m", "cli", "landscape", str(store), *LANDSCAPE, "--json"],
-                            capture_output=True, text=True, cwd=os.getcwd())
-    assert result.returncode == 0, result.stderr
+    result = invoke("landscape", store, *LANDSCAPE, "--json")
+    assert result.exit_code == 0, result.stderr
     assert all(r["computed"] for r in json.loads(result.stdout)["runs"])
     assert not list((store / "runs").glob("*.tmp*"))
 
