@@ -15,16 +15,6 @@ import measures
 from audit.analyses.density import broaden, hessian_density, hessian_vector_products, hutchinson_trace
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors this small gain nothing from intra-op threads, and on a shared machine two threads spin against
-    each other (measured up to 10× slower); the session's setting is restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """180 parameters, 40 examples of 4 classes."""
     torch.manual_seed(0)
