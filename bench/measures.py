@@ -1,7 +1,16 @@
-"""Measure costs: seconds per measure on a store's runs, and power iteration against a full SVD.
+"""Measure costs: seconds per measure on a store's runs, the Hessian measures against PyHessian, and power
+iteration against a full SVD.
 
     python bench/measures.py                         # the quick store (audit run first), every measure
     python bench/measures.py --store audit-runs/quick --measures l2,spectral,hessian-top --runs 5
+    python bench/measures.py --peers-only            # only the PyHessian comparison (about half a minute)
+
+Peers: on a 64-512-512-10 MLP (mlp-2x512, 50 seeded SGD steps) and 1,024 scikit-learn digits images, in one
+process, best of --repeats alternating timings: hessian-top at tol 1e-6 against PyHessian's power iteration at
+its tol 1e-6 (`hessian(model, criterion, data=(x, y), cuda=False).eigenvalues(top_n=1, tol=1e-6)`), both with
+their relative error against hessian-top at tol 1e-10; hessian-trace per probe against PyHessian's `.trace()`
+per probe at the same probe count (its tolerance disabled). Both sides' seconds include building what they need
+from the model (PyHessian's gradient graph). The ratio is peer seconds / ours: above 1, ours is faster.
 
 Power iteration (measures/norms.py: seeded start, stopped when σ changes by less than its tolerance in one
 step) is compared with torch.linalg.matrix_norm(ord=2) (a full SVD) at 512² and 4096², on a matrix with a
@@ -24,6 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import measures  # noqa: E402
+from audit.models.flops import matmul_rate
+from audit.models.registry import build_model
 from audit.pipeline.score import context_for
 from audit.store.directory import open_store
 from audit.store.files import read_run
@@ -66,12 +77,126 @@ def power_against_svd(size: int, spectrum: str) -> dict[str, float]:
             "speedup": svd_seconds / power_seconds, "relative_error": abs(approximate - exact) / exact}
 
 
+def digits_case(samples: int = 1024) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The issue's case: mlp-2x512 on `samples` digits images (pixels / 16), after 50 seeded full-batch SGD steps."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.data[:samples] / 16.0, dtype=torch.float32)
+    y = torch.tensor(digits.target[:samples])
+    model = build_model("mlp-2x512", (64,), 10, seed=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(50):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return model.eval(), x, y
+
+
+def timed(fn):  # noqa: ANN001, ANN202
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def counting_peer_products():  # noqa: ANN202
+    """PyHessian's module with its hessian_vector_product wrapped to count calls: (module, counter)."""
+    module = sys.modules["pyhessian.hessian"]
+    counter = [0]
+    product = getattr(module.hessian_vector_product, "__wrapped__", module.hessian_vector_product)
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        counter[0] += 1
+        return product(*args, **kwargs)
+
+    counted.__wrapped__ = product
+    module.hessian_vector_product = counted
+    return counter
+
+
+def peers(repeats: int, probes: int) -> dict:
+    """hessian-top and hessian-trace against PyHessian on the digits case; prints the rows, returns them."""
+    import numpy as np
+
+    model, x, y = digits_case()
+    settings = {"samples": len(x)}
+    print(f"\nHessian measures against PyHessian: mlp-2x512 on {len(x)} digits images, {torch.get_num_threads()} "
+          f"threads, matmul {matmul_rate() / 1e9:.0f} GFLOP/s (1024³ fp32, now), best of {repeats}")
+    ours = lambda name, **extra: measures.compute(model, [name], train=(x, y),  # noqa: E731
+                                                  settings={name: {**settings, **extra}})[name]
+    ours("hessian-top", tol=1e-3)  # first-use costs (thread pools, allocator) are no measure's
+    reference = ours("hessian-top", tol=1e-10).value
+    rows: dict = {"reference_top": reference}
+    try:
+        from pyhessian import hessian
+    except ImportError:
+        print("  pyhessian is not installed (pip install pyhessian): the peer rows are skipped")
+        hessian = None
+    counter = counting_peer_products() if hessian is not None else [0]
+    criterion = torch.nn.CrossEntropyLoss()
+
+    def peer(task):  # noqa: ANN001, ANN202
+        torch.manual_seed(0)
+        out = task(hessian(model, criterion, data=(x, y), cuda=False))
+        for p in model.parameters():
+            p.grad = None  # PyHessian's backward(create_graph=True) leaves a graph in .grad
+        return out
+
+    best: dict[str, list] = {}
+    for _ in range(repeats):
+        for key, fn in (("top", lambda: ours("hessian-top", tol=1e-6)),
+                        ("trace", lambda: ours("hessian-trace", probes=probes, chunk=probes))):
+            result, seconds = timed(fn)
+            if key not in best or seconds < best[key][1]:
+                best[key] = [result, seconds]
+        if hessian is None:
+            continue
+        counter[0] = 0
+        for key, fn in (("peer_top", lambda: peer(lambda h: h.eigenvalues(top_n=1, tol=1e-6)[0][0])),
+                        ("peer_trace", lambda: peer(lambda h: h.trace(maxIter=probes, tol=float("-inf"))))):
+            result, seconds = timed(fn)
+            if key not in best or seconds < best[key][1]:
+                best[key] = [result, seconds]
+            best[key].append(counter[0])
+            counter[0] = 0
+    top, top_s = best["top"][:2]
+    trace, trace_s = best["trace"][:2]
+    rows.update(top=top.value, top_seconds=top_s, top_products=top.detail.get("products"),
+                trace=trace.value, trace_stderr=float(trace.detail["stderr"]), trace_seconds_per_probe=trace_s / probes)
+    print(f"  hessian-top   ours {top.value:.7f} (error {abs(top.value - reference) / abs(reference):.1e}) "
+          f"{top_s:6.3f} s, {top.detail.get('products')} products")
+    print(f"  hessian-trace ours {trace.value:.4f} ± {rows['trace_stderr']:.4f} {trace_s / probes:7.4f} s per probe "
+          f"({probes} probes)")
+    if hessian is not None:
+        peer_top, peer_top_s, peer_top_products = best["peer_top"][:3]
+        values = np.array(best["peer_trace"][0])
+        peer_trace_s = best["peer_trace"][1]
+        rows.update(peer_top=float(peer_top), peer_top_seconds=peer_top_s, peer_top_products=peer_top_products,
+                    peer_trace=float(values.mean()), peer_trace_stderr=float(values.std(ddof=1) / len(values) ** 0.5),
+                    peer_trace_seconds_per_probe=peer_trace_s / len(values),
+                    top_ratio=peer_top_s / top_s, trace_ratio=(peer_trace_s / len(values)) / (trace_s / probes))
+        print(f"  PyHessian top {peer_top:.7f} (error {abs(peer_top - reference) / abs(reference):.1e}) "
+              f"{peer_top_s:6.3f} s, {peer_top_products} products   ratio {rows['top_ratio']:.2f}")
+        print(f"  PyHessian trace {rows['peer_trace']:.4f} ± {rows['peer_trace_stderr']:.4f} "
+              f"{rows['peer_trace_seconds_per_probe']:7.4f} s per probe ({len(values)} probes)   "
+              f"ratio {rows['trace_ratio']:.2f}")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, default=Path("audit-runs/quick"))
     parser.add_argument("--measures", default="")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--peers-only", action="store_true", help="only the PyHessian comparison")
+    parser.add_argument("--repeats", type=int, default=3, help="timings per side in the peer comparison (best kept)")
+    parser.add_argument("--probes", type=int, default=16, help="Hutchinson probes per trace timing")
     args = parser.parse_args()
+    if args.peers_only:
+        results = {"threads": torch.get_num_threads(), "peers": peers(args.repeats, args.probes)}
+        if os.environ.get("OUT"):
+            Path(os.environ["OUT"], "measures.json").write_text(json.dumps(results, indent=2))
+        return
     names = [n for n in args.measures.split(",") if n] or [n for n in measures.names() if n != "rademacher"]
     results: dict = {"threads": torch.get_num_threads()}
     if args.store.exists():
@@ -81,6 +206,7 @@ def main() -> None:
             print(f"  {name:24s} {seconds:9.4f}")
     else:
         print(f"{args.store} does not exist: run `audit run` first for the per-measure timings")
+    results["peers"] = peers(args.repeats, args.probes)
     results["power_vs_svd"] = []
     print(f"\npower iteration (tolerance {norms.POWER_TOL:g}) against a full SVD:")
     for size in (512, 4096):

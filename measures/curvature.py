@@ -16,7 +16,8 @@ from torch import nn
 from audit.resources import check_memory
 from measures._registry import Context, Undefined, keep_detail, measure
 from measures.functional import Params, params_of, subset
-from measures.hvp import STEPS, Matvec, NoConvergence, basis_bytes, lanczos_top, retained_hvp
+from measures.hvp import STEPS, HessianProducts, NoConvergence, basis_bytes, lanczos_top
+from measures.taylor import TaylorQuadratic, supported
 
 TOP = {"samples": 2048, "seed": 0, "tol": 1e-3, "maxiter": 100}
 TRACE = {"samples": 2048, "seed": 0, "probes": 64, "chunk": 8}
@@ -55,16 +56,14 @@ def hvp_bytes(model: nn.Module, x: torch.Tensor) -> int:
 
 
 def hessian_setup(ctx: Context, name: str, samples: int, seed: int, copies: int = 1, extra: int = 0,
-                  hint: str = "") -> tuple[Params, Matvec, Matvec]:
-    """The parameters and v ↦ Hv, V ↦ HVᵀ (flat, one gradient graph) on the seeded subset, after checking
-    memory for `copies` HVPs at once and `extra` bytes more."""
+                  hint: str = "") -> tuple[Params, torch.Tensor, torch.Tensor]:
+    """The parameters and the seeded subset, after checking memory for `copies` HVPs at once and `extra` bytes."""
     x, y = ctx.require_train()
     x, y = subset(x, y, samples, seed)
     check_memory(name, hvp_bytes(ctx.model, x) * copies + extra, ctx.device,
                  f"lower --set {name}.samples= (now {len(x)} train examples){hint}")
     params = params_of(ctx.model)
-    one, batched = retained_hvp(ctx.model, params, x, y)
-    return params, one, batched
+    return params, x, y
 
 
 def stacked(vectors: torch.Tensor, like: Params) -> Params:
@@ -89,10 +88,10 @@ def hessian_top(ctx: Context, samples: int, seed: int, tol: float, maxiter: int)
     if n < 2:
         raise Undefined("Lanczos needs at least 2 parameters")
     dtype = torch.float32 if ctx.device.type == "mps" else torch.float64
-    _, hvp, _ = hessian_setup(ctx, "hessian-top", samples, seed, extra=basis_bytes(n, dtype))
+    hessian = HessianProducts(ctx.model, *hessian_setup(ctx, "hessian-top", samples, seed, extra=basis_bytes(n, dtype)))
     v0 = torch.from_numpy(np.random.default_rng(seed).standard_normal(n)).to(device=like.device, dtype=dtype)
     try:
-        value, products = lanczos_top(hvp, v0, tol, maxiter, noise=8 * torch.finfo(like.dtype).eps)
+        value, products = lanczos_top(hessian.one, v0, tol, maxiter, noise=8 * torch.finfo(like.dtype).eps)
     except NoConvergence as why:
         raise Undefined(str(why)) from None
     keep_detail(ctx, "hessian-top", products=products)
@@ -102,25 +101,29 @@ def hessian_top(ctx: Context, samples: int, seed: int, tol: float, maxiter: int)
 @measure("hessian-trace", family="curvature", needs=("weights", "train"), direction=1, cost="heavy",
          default=False, settings=TRACE, reference=REFERENCE_TRACE, version=2,
          formula="tr ∇²_θ L(θ) ≈ (1/probes) Σ_k z_kᵀ ∇²L z_k, Hutchinson's estimator with a fixed number of "
-                 "seeded Rademacher probes z_k (HVPs on one retained gradient graph, `chunk` probes per batched "
+                 "seeded Rademacher probes z_k (zᵀHz by second-order forward propagation for an MLP of Linear and "
+                 "ReLU layers, else by HVPs on one retained gradient graph, on a GPU `chunk` probes per batched "
                  "backward); L the mean train cross-entropy on `samples` seeded train examples, θ all weights and "
                  "biases")
 def hessian_trace(ctx: Context, samples: int, seed: int, probes: int, chunk: int) -> float:
     if probes < 1 or chunk < 1:
         raise Undefined("needs at least one probe and a chunk of at least one")
     chunk = min(chunk, probes)
-    params, _, batched_hvp = hessian_setup(ctx, "hessian-trace", samples, seed, copies=chunk,
-                                           hint=f" or --set hessian-trace.chunk= (now {chunk})")
+    params, x, y = hessian_setup(ctx, "hessian-trace", samples, seed, copies=chunk,
+                                 hint=f" or --set hessian-trace.chunk= (now {chunk})")
+    # an MLP's zᵀHz by second-order forward propagation: 4 weight products per layer and probe instead of 6
+    hessian = (TaylorQuadratic if supported(ctx.model) else HessianProducts)(ctx.model, params, x, y)
     like = next(iter(params.values()))
     n = sum(p.numel() for p in params.values())
     generator = torch.Generator().manual_seed(seed)
     values = []
     for start in range(0, probes, chunk):
-        # one draw per probe, so the probes do not depend on the chunk size
-        z = torch.stack([torch.randint(0, 2, (n,), generator=generator) * 2 - 1
-                         for _ in range(min(chunk, probes - start))]).to(device=like.device, dtype=like.dtype)
-        hz = batched_hvp(z)
-        values.append((z.double() * hz.detach().double()).sum(dim=1).cpu())
+        # one draw per probe, so the probes do not depend on the chunk size (drawn as floats: the same values)
+        z = torch.empty(min(chunk, probes - start), n, dtype=like.dtype)
+        for row in z:
+            torch.randint(0, 2, (n,), generator=generator, dtype=like.dtype, out=row)
+        z = z.mul_(2).sub_(1).to(like.device)
+        values.append(hessian.quadratic(z).detach().cpu())
     values = torch.cat(values).numpy()
     # The estimate stops at a fixed number of probes; its standard error is kept for whoever reports it.
     stderr = float(values.std(ddof=1) / math.sqrt(probes)) if probes > 1 else math.nan

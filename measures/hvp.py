@@ -20,44 +20,71 @@ Matvec = Callable[[torch.Tensor], torch.Tensor]
 STEPS = 20  # Lanczos vectors kept per restart (ARPACK's default ncv for k=1)
 
 
-def retained_hvp(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[Matvec, Matvec]:
-    """(v ↦ Hv, V ↦ rows Hv_i) on flat vectors: v is (n,), V is (k, n); H the Hessian of the mean loss at params.
+class HessianProducts:
+    """Products with H, the Hessian of the mean loss at params, on flat vectors, all on one gradient graph.
 
-    Both reuse one gradient graph. On a GPU the batched form runs k products as one vmapped backward; on the
-    CPU it loops over them (faster there: measured 1.4× at one thread on a 512-wide MLP, where the batched
-    activations leave the cache). An op without a double backward switches both to torch.func."""
-    leaves = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
-    inputs = list(leaves.values())
-    try:
-        grads = torch.autograd.grad(loss_at(model, leaves, x, y), inputs, create_graph=True)
-    except RuntimeError:
-        return functional_hvp(model, params, x, y)
-    gradient = torch.cat([g.reshape(-1) for g in grads])
-    fallback: list[tuple[Matvec, Matvec]] = []
+    one(v) = Hv for v of shape (n,); batched(V) = the rows Hv_i for V of shape (k, n); quadratic(V) = the k
+    numbers v_iᵀHv_i in float64. On a GPU the k products run as one vmapped backward; on the CPU a loop over
+    them is faster (measured 1.4× at one thread on a 512-wide MLP: the batched activations leave the cache).
+    A model with an op that has no double backward switches to torch.func (forward-over-reverse)."""
 
-    def products(vs: torch.Tensor, batched: bool) -> tuple[torch.Tensor, ...]:
-        return torch.autograd.grad(gradient, inputs, vs.to(gradient.dtype), retain_graph=True,
-                                   is_grads_batched=batched)
-
-    def one(v: torch.Tensor) -> torch.Tensor:
-        if fallback:
-            return fallback[0][0](v)
+    def __init__(self, model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.model, self.params, self.x, self.y = model, params, x, y
+        self.fallback: tuple[Matvec, Matvec] | None = None
+        self.shapes = [(p.numel(), p.shape) for p in params.values()]
+        leaves = [p.detach().clone().requires_grad_(True) for p in params.values()]
+        self.inputs = leaves
         try:
-            return torch.cat([p.reshape(-1) for p in products(v, False)])
-        except RuntimeError:  # no double backward for some op of the model: forward-over-reverse from now on
-            fallback.append(functional_hvp(model, params, x, y))
-            return fallback[0][0](v)
+            self.grads = torch.autograd.grad(loss_at(model, dict(zip(params, leaves)), x, y), leaves,
+                                             create_graph=True)
+        except RuntimeError:
+            self.switch()
 
-    def batched(vs: torch.Tensor) -> torch.Tensor:
-        if fallback or len(vs) == 1 or vs.device.type == "cpu":
-            return fallback[0][1](vs) if fallback else torch.stack([one(v) for v in vs])
-        return torch.cat([p.reshape(len(vs), -1) for p in products(vs, True)], dim=1)
+    def switch(self) -> None:
+        self.fallback, self.grads = functional_hvp(self.model, self.params, self.x, self.y), ()
 
-    return one, batched
+    def pieces(self, v: torch.Tensor) -> list[torch.Tensor]:
+        out, start = [], 0
+        for size, shape in self.shapes:
+            out.append(v[..., start:start + size].reshape(*v.shape[:-1], *shape))
+            start += size
+        return out
+
+    def products(self, v: torch.Tensor, batched: bool = False) -> tuple[torch.Tensor, ...] | None:
+        """H v per parameter (v flat, or (k, n) with batched), or None after switching to torch.func."""
+        if self.fallback is None:
+            try:
+                return torch.autograd.grad(self.grads, self.inputs, self.pieces(v.to(self.grads[0].dtype)),
+                                           retain_graph=True, is_grads_batched=batched)
+            except RuntimeError:  # no double backward for some op of the model: forward-over-reverse from now on
+                self.switch()
+        return None
+
+    def one(self, v: torch.Tensor) -> torch.Tensor:
+        parts = self.products(v)
+        return self.fallback[0](v) if parts is None else torch.cat([p.reshape(-1) for p in parts])
+
+    def batched(self, vs: torch.Tensor) -> torch.Tensor:
+        if len(vs) == 1 or vs.device.type == "cpu":
+            return torch.stack([self.one(v) for v in vs])
+        parts = self.products(vs, batched=True)
+        return self.fallback[1](vs) if parts is None else torch.cat([p.reshape(len(vs), -1) for p in parts], 1)
+
+    def quadratic(self, vs: torch.Tensor) -> torch.Tensor:
+        if len(vs) > 1 and vs.device.type != "cpu":
+            return (self.batched(vs) * vs).sum(dim=1, dtype=torch.float64)
+        out = []
+        for v in vs:
+            parts = self.products(v)
+            if parts is None:
+                out.append((self.fallback[0](v) * v).sum(dtype=torch.float64))
+            else:  # no flat copy of Hv: the dot product parameter by parameter
+                out.append(sum((p * q).sum(dtype=torch.float64) for p, q in zip(parts, self.pieces(v))))
+        return torch.stack(out)
 
 
 def functional_hvp(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[Matvec, Matvec]:
-    """The same two products by torch.func (forward-over-reverse), recomputing the gradient every time."""
+    """v ↦ Hv and V ↦ rows Hv_i by torch.func (forward-over-reverse), recomputing the gradient every time."""
     hvp = hvp_fn(model, params, x, y)
     vmapped = torch.func.vmap(hvp)
     dtype = next(iter(params.values())).dtype
