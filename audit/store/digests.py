@@ -21,6 +21,11 @@ UNDIGESTED = {MANIFEST, "schema"}  # a newer schema is refused by its number alo
 Part = tuple[dict[str, Any], dict[str, np.ndarray]]  # (attributes, datasets by name)
 
 STRUCTURE = {"weights", "measures", "weights/kept"}  # groups that only hold other parts
+# the analysis parts (audit.store.record.ANALYSES) and their groups, as a message names them, and the command
+# that computes each again (kept here, not imported: the reader process imports only h5py and numpy)
+ANALYSIS_PARTS = {"landscape/line": "the cached 1D loss landscape", "landscape/plane": "the cached 2D loss landscape",
+                  "density": "the cached Hessian density", "landscape": "the landscape group"}
+RECOMPUTED_BY = {"measures": "`audit score`", "landscape": "`audit landscape`", "density": "`audit density`"}
 
 
 def plain(value: Any) -> Any:
@@ -133,9 +138,18 @@ def damage_line(damaged: dict[str, str]) -> str:
 
 def damage_report(path: Any, damaged: dict[str, str]) -> str:
     """A report's line for a run with damaged parts, saying which command repairs it."""
-    fix = ("`audit score` recomputes it" if all(part.startswith("measures/") for part in damaged)
-           else "`audit run` retrains it")
+    if damaged and all(recomputable(part) for part in damaged):
+        commands = sorted({RECOMPUTED_BY[part.partition("/")[0]] for part in damaged})
+        fix = f"{' and '.join(commands)} {'recomputes' if len(commands) == 1 else 'recompute'} it"
+    else:
+        fix = "`audit run` retrains it"
     return f"{path} is damaged: {damage_line(damaged)}; left out of the statistics ({fix})"
+
+
+def recomputable(part: str) -> bool:
+    """Whether a part is a cached computation on the verified weights (a measure, an analysis) that its command
+    computes again, rather than a part only retraining restores."""
+    return part.startswith("measures/") or part in ANALYSIS_PARTS
 
 
 def describe(part: str) -> str:
@@ -148,9 +162,8 @@ def describe(part: str) -> str:
         return f"the weights kept at {part.removeprefix('weights/kept/')}"
     if part in STRUCTURE:
         return f"the file's structure ({part})"
-    if part in ("landscape/line", "landscape/plane", "density", "landscape"):
-        return {"landscape/line": "the cached 1D loss landscape", "landscape/plane": "the cached 2D loss landscape",
-                "density": "the cached Hessian density", "landscape": "the landscape group"}[part]
+    if part in ANALYSIS_PARTS:
+        return ANALYSIS_PARTS[part]
     names = {"weights/init": "the init weights", "weights/final": "the final weights",
              "history": "the training history", "data": "the fitted-data record", "resume": "the resume state"}
     return names.get(part, part)

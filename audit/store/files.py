@@ -34,7 +34,7 @@ from audit.store.record import ANALYSES, SCHEMA, STATUSES, WRITTEN_WITHOUT_ANALY
 from audit.testhooks import pause_point
 
 
-def _stored_attrs(values: dict[str, Any]) -> dict[str, Any]:
+def stored_attrs(values: dict[str, Any]) -> dict[str, Any]:
     """Attribute values as the file holds them and a read gives them back: nulls absent, containers as JSON
     text, str subclasses (torch's version string) as str, numpy scalars as Python numbers."""
     out = {}
@@ -57,9 +57,9 @@ def record_parts(record: RunRecord) -> dict[str, Part]:
     """The parts of the file that holds record (audit.store.digests), as a read gives them back."""
     root = {k: v for k, v in record.attrs.items() if k not in ("weights_sha256", "schema", MANIFEST)}
     parts: dict[str, Part] = {
-        "attrs": (_stored_attrs({**root, "run_id": record.run_id, "spec": record.spec.canonical(),
+        "attrs": (stored_attrs({**root, "run_id": record.run_id, "spec": record.spec.canonical(),
                                  "status": record.status, "fitted": bool(record.fitted)}), {}),
-        "data": (_stored_attrs({k: v for k, v in record.data.items() if not isinstance(v, np.ndarray)}),
+        "data": (stored_attrs({k: v for k, v in record.data.items() if not isinstance(v, np.ndarray)}),
                  _stored_arrays({k: v for k, v in record.data.items() if isinstance(v, np.ndarray)})),
         "weights": ({}, {}), "weights/init": ({}, _stored_arrays(record.init)),
         "weights/final": ({}, _stored_arrays(record.final)), "history": ({}, _stored_arrays(record.history)),
@@ -68,17 +68,17 @@ def record_parts(record: RunRecord) -> dict[str, Part]:
     if record.kept:
         parts["weights/kept"] = ({}, {})
     for tag, point in record.kept.items():
-        parts[f"weights/kept/{tag}"] = (_stored_attrs(point["attrs"]), _stored_arrays(point["weights"]))
+        parts[f"weights/kept/{tag}"] = (stored_attrs(point["attrs"]), _stored_arrays(point["weights"]))
     if record.resume is not None:
         parts["resume"] = ({}, {"state": np.void(record.resume)})
     for name, entry in record.analyses.items():
         if name not in ANALYSES:
             raise ValueError(f"unknown analysis part {name!r}: one of {', '.join(ANALYSES)}")
-        parts[name] = (_stored_attrs(entry["attrs"]), _stored_arrays(entry["arrays"]))
+        parts[name] = (stored_attrs(entry["attrs"]), _stored_arrays(entry["arrays"]))
         if "/" in name:  # its group's container, an empty part like weights/kept
             parts[name.split("/")[0]] = ({}, {})
     for name, entry in record.measures.items():
-        parts[f"measures/{name}"] = (_stored_attrs({k: v for k, v in entry.items() if k != "detail"}),
+        parts[f"measures/{name}"] = (stored_attrs({k: v for k, v in entry.items() if k != "detail"}),
                                      _stored_arrays(entry.get("detail", {})))
     return parts
 

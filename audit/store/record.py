@@ -18,6 +18,8 @@ WRITTEN_WITHOUT_ANALYSES = 3
 
 STATUSES = ("running", "complete", "diverged")
 ANALYSES = ("landscape/line", "landscape/plane", "density")  # the parts an analysis may fill; each an HDF5 group
+# groups that only hold analysis parts (written, with an empty part of their own, whenever one of theirs is)
+ANALYSIS_GROUPS = tuple(sorted({name.partition("/")[0] for name in ANALYSES if "/" in name}))
 
 
 @dataclass
