@@ -213,7 +213,8 @@ def run_experiment(run: PreparedRun, tracker: Tracker | None = None) -> Scored |
                                 f"nothing was done here: `audit report {run.root}` once that one finishes")
             store = create_store(run.root)
             only = {s.run_id for s in shard_of(run.experiment.expand(), run.shard)} if run.shard else None
-            scored = score_store(store, run.names, run.ops, {}, on_run=tracker.on_score, only=only)
+            scored = score_store(store, run.names, run.ops, {}, on_run=tracker.on_score, only=only,
+                                 own={s.run_id for s in run.experiment.expand()})
     except Exception as err:
         if fresh and user_frame(err) is not None:  # the user's code failed mid-training: no half-made store stays
             shutil.rmtree(run.root, ignore_errors=True)

@@ -103,7 +103,8 @@ Progress = Callable[[str, int, int], None]
 
 def score_store(store: Store, names: list[str], ops: Operational = Operational(),
                 overrides: dict[str, dict[str, Any]] | None = None, recompute: bool = False,
-                on_run: Progress | None = None, at: str | None = None, only: set[str] | None = None) -> ScoreOutcome:
+                on_run: Progress | None = None, at: str | None = None, only: set[str] | None = None,
+                own: set[str] | None = None) -> ScoreOutcome:
     """Compute the named measures on every complete run of the store that lacks them, caching each value;
     with `at`, on the weights kept at that point of training (runs that never reached it are skipped).
     Damaged runs are named and left out; a damaged cached value is recomputed, never trusted; a store that
@@ -127,8 +128,9 @@ def score_store(store: Store, names: list[str], ops: Operational = Operational()
         if record.status != "complete" or (at is not None and at not in record.kept):
             todo = []
         planned.append((path, record, todo))
-    mine = [r for _, r, _ in planned if r.status == "complete" and (only is None or r.run_id in only)]
-    refuse_changed(changed_runs(mine), "score")  # `audit run` scores its own runs: the store's others are not its
+    # `audit run` refuses its own experiment's changed runs (`own`), or those it is about to score
+    mine = [r for _, r, todo in planned if r.status == "complete" and (own is None or r.run_id in own or todo)]
+    refuse_changed(changed_runs(mine), "score")
     if any(todo for _, _, todo in planned):
         check_writable(store.runs_dir)
     for index, (path, record, todo) in enumerate(planned):
