@@ -1,11 +1,24 @@
 """Nothing lost, nothing silent: corrupt files, concurrent writers, full disks (kills: test_kills.py)."""
 
+import errno
 import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import h5py
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
+import audit.store.files
+from audit.errors import WorkError
+from audit.store.analyses import make_analysis, read_analysis, store_analyses, store_analysis
+from audit.store.digests import describe
 from audit.store.files import read_run
 from audit.store.record import SCHEMA
 from cli import app
@@ -115,3 +128,198 @@ def test_a_measure_that_fails_on_one_run_is_recorded_and_the_others_go_on(small_
     with h5py.File(next(p for p in (small_store / "runs").glob("*.h5")
                         if read_run(p).spec.variant == "random-labels")) as f:
         assert f["measures/flaky"].attrs["failed"] and "RuntimeError" in f["measures/flaky"].attrs["reason"]
+
+
+# Analyses in run files (audit.store.analyses): a killed or failing write leaves the last good file, a flipped
+# byte is named and never used, and a file holding analyses reads without weights as the report reads it.
+
+ANALYSIS_WRITER = r"""
+import sys
+from pathlib import Path
+import numpy as np
+from audit.store.analyses import make_analysis, store_analysis
+path, first, count = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+for i in range(first, first + count):
+    store_analysis(path, "landscape/line", **make_analysis({"i": i}, 1, {"loss": np.full(1000, float(i))}))
+    print(i, flush=True)
+"""
+
+
+def analysed_store(small_store, tmp_path):
+    """A copy of the small store, and one of its run files."""
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    return store, sorted((store / "runs").glob("*.h5"))[0]
+
+
+def line_entry(i):
+    return make_analysis({"i": i}, 1, {"loss": np.full(1000, float(i))})
+
+
+def assert_last_good(path, before, line):
+    """The run file reads verified and undamaged, every part but its 1D landscape as in `before` (a record
+    read with weights), and that landscape the one of write number `line` (None: absent), never a mix."""
+    record = read_run(path, run_id=path.stem)
+    assert record.verified and not record.damaged, record.damaged
+    for name in ("init", "final", "history", "data"):
+        got, expected = getattr(record, name), getattr(before, name)
+        assert got.keys() == expected.keys() and all(np.array_equal(got[k], expected[k]) for k in expected), name
+    assert record.attrs == before.attrs and record.measures.keys() == before.measures.keys()
+    others = sorted(set(before.analyses) - {"landscape/line"})
+    assert sorted(set(record.analyses) - {"landscape/line"}) == others
+    for name in others:
+        assert record.analyses[name]["attrs"] == before.analyses[name]["attrs"], name
+        assert all(np.array_equal(v, record.analyses[name]["arrays"][k])
+                   for k, v in before.analyses[name]["arrays"].items()), name
+    if line is None:
+        assert "landscape/line" not in record.analyses
+    else:
+        entry = record.analyses["landscape/line"]
+        assert json.loads(entry["attrs"]["settings"]) == {"i": line}
+        assert np.array_equal(entry["arrays"]["loss"], np.full(1000, float(line)))
+
+
+def start_writer(path, first, count, env=None):
+    """A process storing the 1D landscapes number first, first + 1, ... in turn, printing each number once
+    written; in a session of its own, so that its reader process is killed with it."""
+    return subprocess.Popen([sys.executable, "-c", ANALYSIS_WRITER, str(path), str(first), str(count)],
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def kill_group(process):
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.parametrize("earlier", [None, 0], ids=["first-analysis", "replacing-one"])
+def test_an_analysis_write_killed_before_its_rename_leaves_the_last_good_file(small_store, tmp_path, earlier):
+    store, path = analysed_store(small_store, tmp_path)
+    if earlier is not None:
+        store_analysis(path, "landscape/line", **line_entry(earlier))
+    before, raw = read_run(path, run_id=path.stem), path.read_bytes()
+    mark = tmp_path / "mark"
+    writer = start_writer(path, 1, 1, {"AUDIT_PAUSE_AT": "write:analysis:1", "AUDIT_PAUSE_MARK": str(mark)})
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert writer.poll() is None, writer.stderr.read().decode()
+        assert time.monotonic() < deadline, "never reached write:analysis"
+        time.sleep(0.02)
+    kill_group(writer)
+    assert path.read_bytes() == raw  # the new file was written whole beside it, never renamed over it
+    assert list((store / "runs").glob(f"{path.name}.tmp*")) and path.with_suffix(".lock").exists()
+    assert_last_good(path, before, earlier)
+    store_analysis(path, "landscape/line", **line_entry(2), wait_seconds=5)  # the dead writer's lock taken over
+    assert_last_good(path, before, 2)
+    assert not list((store / "runs").glob("*.tmp*")) and not path.with_suffix(".lock").exists()
+
+
+def test_analysis_writes_killed_at_seeded_random_moments_always_leave_a_whole_file(small_store, tmp_path):
+    store, path = analysed_store(small_store, tmp_path)
+    store_analysis(path, "density", **line_entry(0))  # another analysis, which every write must keep
+    before = read_run(path, run_id=path.stem)
+    rng, first = random.Random(18), 1
+    for _ in range(10):
+        writer = start_writer(path, first, 10_000)
+        done = writer.stdout.readline()  # one write finished: the loop (lock, read, write, fsync, rename) runs
+        assert done, writer.stderr.read().decode()
+        time.sleep(rng.uniform(0, 0.12))  # a few writes' time: the kill lands anywhere in one
+        kill_group(writer)
+        last = int([done, *writer.stdout.read().split()][-1])
+        line = json.loads(read_run(path).analyses["landscape/line"]["attrs"]["settings"])["i"]
+        assert line in (last, last + 1), (line, last)  # the last one reported, or the next one just renamed
+        assert_last_good(path, before, line)
+        first = line + 1
+    store_analysis(path, "landscape/line", **line_entry(first), wait_seconds=5)
+    assert_last_good(path, before, first)
+    assert not list((store / "runs").glob("*.h5.tmp*")) and not path.with_suffix(".lock").exists()
+
+
+def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def oserror(code):
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+    return fail
+
+
+def interrupted_in_analyses(group, part, original=audit.store.files._write_part):
+    """_write_part, interrupted once the write reaches the analyses: the temporary file half written."""
+    if group.name.startswith("/landscape"):
+        raise KeyboardInterrupt
+    original(group, part)
+
+
+FAILURES = {"read": (audit.store.files.READER, "read", interrupt, KeyboardInterrupt),
+            "hdf5-write": (audit.store.files, "_write_part", interrupted_in_analyses, KeyboardInterrupt),
+            "fsync": (audit.store.files.os, "fsync", oserror(errno.ENOSPC), WorkError),
+            "pause": (audit.store.files, "pause_point", interrupt, KeyboardInterrupt),
+            "rename": (audit.store.files.os, "replace", oserror(errno.EIO), WorkError)}
+
+
+@pytest.mark.parametrize("stage", FAILURES)
+def test_an_analysis_write_failing_at_any_stage_leaves_the_last_good_file(small_store, tmp_path, monkeypatch, stage):
+    store, path = analysed_store(small_store, tmp_path)
+    store_analysis(path, "landscape/line", **line_entry(0))
+    before, raw = read_run(path, run_id=path.stem), path.read_bytes()
+    target, name, replacement, raised = FAILURES[stage]
+    monkeypatch.setattr(target, name, replacement)
+    with pytest.raises(raised):
+        store_analysis(path, "landscape/line", **line_entry(1))
+    monkeypatch.undo()
+    assert path.read_bytes() == raw
+    assert sorted(p.name for p in (store / "runs").iterdir() if p.name.startswith(path.stem)) == [path.name]
+    assert_last_good(path, before, 0)
+
+
+def byte_of(path, part, where):
+    """The file offset of one byte of an analysis part: a value of its first dataset, or a digit of its
+    settings attribute (xor 1 keeps it a digit, so the text still decodes)."""
+    data = path.read_bytes()
+    with h5py.File(path) as f:
+        group = f[part]
+        if where == "array":
+            dataset = group[sorted(group)[0]]
+            return dataset.id.get_offset() + dataset.id.get_storage_size() // 2
+        settings = group.attrs["settings"].encode()
+    at = data.find(settings)
+    assert at >= 0 and data.find(settings, at + 1) < 0  # found once: each part's settings differ
+    return at + next(i for i, c in enumerate(settings) if chr(c).isdigit())
+
+
+@pytest.mark.parametrize("part, where", [("landscape/plane", "array"), ("density", "array"),
+                                         ("landscape/line", "settings")])
+def test_a_flipped_byte_in_an_analysis_is_named_by_verify_and_read_and_never_used(small_store, tmp_path, part,
+                                                                                     where):
+    store, path = analysed_store(small_store, tmp_path)
+    grid = np.linspace(-1, 1, 21)
+    entries = {"landscape/line": make_analysis({"points": 21}, 1, {"alpha": grid, "loss": grid ** 2}),
+               "landscape/plane": make_analysis({"resolution": 21}, 1, {"loss": np.add.outer(grid, grid) ** 2}),
+               "density": make_analysis({"steps": 80}, 1, {"density": np.exp(-grid ** 2)})}
+    store_analyses(path, entries)
+    report = runner.invoke(app, ["report", str(store), "--json"])  # read without weights, analyses and all
+    assert report.exit_code == 0, report.stderr
+    assert path.stem in {r["run_id"] for r in json.loads(report.stdout)["runs"]}
+    assert runner.invoke(app, ["verify", str(store)]).exit_code == 0
+    before = read_run(path, run_id=path.stem)
+
+    data = bytearray(path.read_bytes())
+    data[byte_of(path, part, where)] ^= 1
+    path.write_bytes(bytes(data))
+
+    for weights in (False, True):  # as the report reads, then whole
+        record = read_run(path, weights=weights, run_id=path.stem)
+        assert record.damaged == {part: "digest mismatch"} and read_analysis(record, part) is None
+        assert sorted(record.analyses) == sorted(set(entries) - {part})  # the others still used
+        assert record.measures.keys() == before.measures.keys()
+    assert all(np.array_equal(record.final[k], before.final[k]) for k in before.final)
+    verified = runner.invoke(app, ["verify", str(store)])
+    said = " ".join(verified.stdout.split())
+    assert verified.exit_code == 1 and f"{describe(part)}: digest mismatch" in said, said
+    command = "density" if part == "density" else "landscape"
+    report = runner.invoke(app, ["report", str(store), "--json"])
+    assert "Traceback" not in report.output
+    assert any(path.name in line and describe(part) in line and f"`audit {command}` recomputes it" in line
+               for line in report.stderr.splitlines()), report.stderr
