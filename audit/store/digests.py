@@ -21,11 +21,10 @@ UNDIGESTED = {MANIFEST, "schema"}  # a newer schema is refused by its number alo
 Part = tuple[dict[str, Any], dict[str, np.ndarray]]  # (attributes, datasets by name)
 
 STRUCTURE = {"weights", "measures", "weights/kept"}  # groups that only hold other parts
-# the analysis parts (audit.store.record.ANALYSES) and their groups, as a message names them, and the command
-# that computes each again (kept here, not imported: the reader process imports only h5py and numpy)
+# the analysis parts (audit.store.record.ANALYSES) and their group, as a message names them (kept here, not
+# imported: the reader process imports only h5py and numpy)
 ANALYSIS_PARTS = {"landscape/line": "the cached 1D loss landscape", "landscape/plane": "the cached 2D loss landscape",
                   "density": "the cached Hessian density", "landscape": "the landscape group"}
-RECOMPUTED_BY = {"measures": "`audit score`", "landscape": "`audit landscape`", "density": "`audit density`"}
 
 
 def plain(value: Any) -> Any:
@@ -138,11 +137,10 @@ def damage_line(damaged: dict[str, str]) -> str:
 
 def damage_report(path: Any, damaged: dict[str, str]) -> str:
     """A report's line for a run with damaged parts, saying which command repairs it."""
-    if damaged and all(recomputable(part) for part in damaged):
-        commands = sorted({RECOMPUTED_BY[part.partition("/")[0]] for part in damaged})
-        fix = f"{' and '.join(commands)} {'recomputes' if len(commands) == 1 else 'recompute'} it"
-    else:
-        fix = "`audit run` retrains it"
+    # not `recomputable`: a damaged analysis is, but the pipeline still retrains such a run, and the line says
+    # what the commands do
+    fix = ("`audit score` recomputes it" if all(part.startswith("measures/") for part in damaged)
+           else "`audit run` retrains it")
     return f"{path} is damaged: {damage_line(damaged)}; left out of the statistics ({fix})"
 
 

@@ -25,7 +25,7 @@ from audit.store.analyses import (
     store_analysis,
     write_analyses,
 )
-from audit.store.digests import ANALYSIS_PARTS, damage_report, describe, manifest
+from audit.store.digests import ANALYSIS_PARTS, damage_report, describe, manifest, recomputable
 from audit.store.files import read_run, record_parts, write_run
 from audit.store.locks import RunLocked, run_lock
 from audit.store.record import ANALYSES, ANALYSIS_GROUPS, RunRecord
@@ -287,15 +287,14 @@ def test_a_file_with_analyses_reads_without_weights_as_fast_as_one_without(tmp_p
     assert median_seconds(analysed) < 2 * median_seconds(plain) + 0.02
 
 
-def test_every_analysis_part_has_a_name_and_a_command_in_damage_lines():
+def test_every_analysis_part_is_named_in_damage_lines_and_counts_as_a_cache():
     assert set(ANALYSIS_PARTS) == {*ANALYSES, *ANALYSIS_GROUPS} and ANALYSIS_GROUPS == ("landscape",)
     assert [describe(p) for p in ANALYSES] == ["the cached 1D loss landscape", "the cached 2D loss landscape",
                                                "the cached Hessian density"]
-    assert damage_report("r.h5", {"landscape/plane": "digest mismatch"}).endswith("(`audit landscape` recomputes it)")
-    both = damage_report("r.h5", {"density": "missing", "measures/l2": "digest mismatch"})
-    assert both.endswith("(`audit density` and `audit score` recompute it)")
-    assert damage_report("r.h5", {"density": "missing", "weights/final": "digest mismatch"}).endswith(
-        "(`audit run` retrains it)")
+    assert recomputable("density") and recomputable("landscape/line") and recomputable("measures/l2")
+    assert not recomputable("weights/final") and not recomputable("history") and not recomputable("measures")
+    assert f"is damaged: {describe('landscape/plane')} (digest mismatch)" in damage_report(
+        "r.h5", {"landscape/plane": "digest mismatch"})
     assert damage_report("r.h5", {"measures/l2": "missing"}).endswith("(`audit score` recomputes it)")
 
 
