@@ -36,6 +36,7 @@ from audit.pipeline.benchmark import BenchmarkOptions, run_benchmark
 from audit.pipeline.check import check_measures
 from audit.pipeline.export import export_data as export_run_data
 from audit.pipeline.importer import import_model
+from audit.pipeline.plan import plan_score
 from audit.pipeline.plugins import load_plugins
 from audit.pipeline.report import classes_of, fixed_family, load_report, show_run
 from audit.pipeline.run import RunOptions, changed_models, plan_run, prepare_run, run_experiment
@@ -261,9 +262,12 @@ def score(
     plugin: PluginOpt = [],
     wide: WideOpt = False,
     as_json: JsonOpt = False,
+    plan: Annotated[bool, typer.Option("--plan", help="List what would be computed, time estimated; compute nothing.")] = False,
 ) -> None:
     """Compute measures on every complete run of a store, cache them in the run files, and print them
     per run with their verdicts. Without --measure, the default set."""
+    if plan:
+        return render_items.print_score_plan(plan_score(store, measure, all_measures, setting, recompute, device, at), as_json)
     output = Output(as_json, markdown, csv, correction, wide)
     scored = score_runs(store, measure, all_measures, setting, recompute=recompute, device=device,
                         data_dir=data_dir, at=at, tracker=Reporter())

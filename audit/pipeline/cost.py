@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
-
-import torch
 
 from audit.data.imagenet import image_size
 from audit.models.flops import training_flops
@@ -23,22 +20,28 @@ CPU_RATE = 30e9  # training FLOP/s reached on 2 CPU cores (measured: 0.3-0.5 of 
 GPU_RATE = 100e12  # a current data-centre GPU in bf16 at a realistic fraction of peak
 
 
-def run_flops(spec: RunSpec, cache: dict[tuple[str, tuple[int, ...], int], int] | None = None) -> float:
-    """The most training FLOPs one run can take: its whole epoch budget over its train set."""
-    cache = {} if cache is None else cache
+def run_shape(spec: RunSpec) -> tuple[int, tuple[int, ...], int]:
+    """The train size, the input shape after preprocessing and the class count of a run (a dataset audit does
+    not know: 10,000 images of 3×32×32 in 10 classes)."""
     n, shape, classes = SIZES.get(spec.dataset, (10000, (3, 32, 32), 10))
     if spec.preprocess == "paper" and shape[1] > 28:
         shape = (shape[0], 28, 28)
     if spec.preprocess.startswith("imagenet"):
         size = image_size(spec.preprocess)
         shape = (shape[0], size, size)
+    return min(n, spec.train_size or n), shape, classes
+
+
+def run_flops(spec: RunSpec, cache: dict[tuple[str, tuple[int, ...], int], int] | None = None) -> float:
+    """The most training FLOPs one run can take: its whole epoch budget over its train set."""
+    cache = {} if cache is None else cache
+    size, shape, classes = run_shape(spec)
     if spec.model.startswith(KERNEL_PREFIX):  # kernel rows and Cholesky (n³/3) for n = train size
-        size = min(n, spec.train_size or n)
         return 2.0 * size * size * math.prod(shape) + size ** 3 / 3
     key = (spec.model, shape, classes)
     if key not in cache:
         cache[key] = training_flops(build_model(spec.model, shape, classes), shape)
-    return float(cache[key] * min(n, spec.train_size or n) * spec.epochs)
+    return float(cache[key] * size * spec.epochs)
 
 
 def estimate(experiment: ExperimentSpec) -> dict[str, Any]:
@@ -51,14 +54,3 @@ def estimate(experiment: ExperimentSpec) -> dict[str, Any]:
 
 
 TRAIN_FRACTION = 0.4  # training reaches about this fraction of the fp32 matmul rate on CPU (bench/train.py: 0.48)
-
-
-def matmul_rate(seconds: float = 0.3, size: int = 512) -> float:
-    """This machine's fp32 matmul rate in FLOP/s, measured for about `seconds` (after one warm-up product)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        done += 1
-    return 2.0 * size ** 3 * done / (time.perf_counter() - start)

@@ -17,11 +17,12 @@ from audit.data.sources import load_base
 from audit.errors import UsageError, WorkError, user_frame
 from audit.models.registry import model_entry
 from audit.pipeline.changed import changed_runs, own_model, refuse_changed, replace_changed
-from audit.pipeline.cost import TRAIN_FRACTION, matmul_rate
+from audit.pipeline.cost import TRAIN_FRACTION
 from audit.pipeline.grid import GridOutcome, run_grid
 from audit.pipeline.names import check_experiment
-from audit.pipeline.plan import inspect_run, plan_items
+from audit.pipeline.plan import NOT_TRAINED, inspect_run, plan_items
 from audit.pipeline.ray import run_with_ray
+from audit.pipeline.scaling import FROM_FITS, FROM_FLOPS, Scaling
 from audit.pipeline.score import Scored, Silent, Tracker, measure_names, score_store
 from audit.registry import raised_in
 from audit.spec.experiment import ExperimentSpec
@@ -128,21 +129,37 @@ def changed_models(run: PreparedRun, dry: bool = False) -> list[str]:
     return [record.run_id for record, _ in changed] if dry else replace_changed(changed)
 
 
-def plan_run(run: PreparedRun) -> dict[str, Any]:
+def plan_run(run: PreparedRun, scale: Scaling | None = None) -> dict[str, Any]:
     """`audit run --plan`: everything checked as `audit run` checks it (data there and large enough, user models
     built and probed, changed models refused), then the runs with their varying settings and state, and the
-    estimated time on this machine, from its matmul rate measured now. Writes nothing."""
+    estimated time here: training from the bench/scaling.py fits where they cover the model (else from its
+    FLOPs), scoring the measures the run would score from the fits, both at this machine's matmul rate
+    probed now. Writes nothing."""
     check_data(run)
     retrained = set(changed_models(run, dry=True))
-    rate = matmul_rate() * TRAIN_FRACTION
-    items = plan_items(run.experiment, run.root, run.shard, rate)
+    scale = scale or Scaling.here()
+    items = plan_items(run.experiment, run.root, run.shard, scale, run.names)
     for item in items:
         if item["run_id"] in retrained:
             item["state"] = "model changed (retrained)"
-    todo = sum(i["seconds_at_most"] for i in items if i["state"] not in ("complete", "newer schema (refused)"))
+            families, missing = scale.scoring(RunSpec.from_dict(item["spec"]), run.names)  # trained, then scored
+            item.update(measures_to_score=len(run.names), score_seconds=round(sum(families.values()), 1),
+                        score_families=families, not_estimated=missing)
+    trained = [i for i in items if i["state"] not in NOT_TRAINED]
+    sources = {source: sum(i["estimate_from"] == source for i in trained) for source in (FROM_FITS, FROM_FLOPS)}
+    families: dict[str, float] = {}
+    for item in items:
+        for family, seconds in item["score_families"].items():
+            families[family] = families.get(family, 0.0) + seconds
+    scoring = {"measures": len(run.names), "computations": sum(i["measures_to_score"] for i in items),
+               "seconds": round(sum(families.values()), 1), "families": {k: round(v, 2) for k, v in families.items()},
+               "not_estimated": sorted({n for i in items for n in i["not_estimated"]}), "from": FROM_FITS,
+               "extrapolated": sum(i["fits_cover"] == "extrapolated" and i["measures_to_score"] > 0 for i in items)}
+    described = scale.describe()
     return {"store": str(run.root), "runs": items,
-            "estimate": {"seconds_at_most": round(todo, 1), "matmul_gflops": round(rate / TRAIN_FRACTION / 1e9, 1),
-                         "training_fraction": TRAIN_FRACTION}}
+            "estimate": {"seconds_at_most": round(sum(i["seconds_at_most"] for i in trained), 1),
+                         "matmul_gflops": described["matmul_gflops"], "training_fraction": TRAIN_FRACTION,
+                         "training_from": sources, "fits": described["fits"], "scoring": scoring}}
 
 
 def check_data(run: PreparedRun) -> None:

@@ -17,6 +17,8 @@ from audit.render.fit import plain_table
 from audit.store.record import RunRecord
 
 PLAN_COLUMNS = ["run_id", "variant", "seed", "model", "dataset", "state"]
+NOT_TRAINED = ("complete", "diverged", "newer schema (refused)")  # audit.pipeline.plan.NOT_TRAINED (no torch here)
+FROM_FITS, FROM_FLOPS = "bench/scaling.py fits", "FLOPs"  # audit.pipeline.scaling's names of the two estimates
 KERNEL_KEYS = ["dataset", "train_size", "variant", "model", "bandwidth", "jitter", "train_error", "train_residual",
                "test_error", "rkhs_norm", "seconds", "solve_seconds", "memory_gib"]
 
@@ -54,7 +56,7 @@ def duration(seconds: float) -> str:
 
 def print_plan(document: dict[str, Any], as_json: bool) -> None:
     """The runs of `audit run --plan` (audit.pipeline.run.plan_run), the settings that vary between them, and how
-    many are left to train in at most how long on this machine."""
+    many are left to train in at most how long on this machine, then how long scoring them takes."""
     if as_json:
         print(formats.dumps(document))
         return
@@ -63,7 +65,7 @@ def print_plan(document: dict[str, Any], as_json: bool) -> None:
     columns = [c for c in PLAN_COLUMNS if c not in constant] + (["settings"] if any(i.get("settings") for i in items)
                                                                  else [])
     rows = [{**i, "≤ s": None if i.get("seconds_at_most") is None else f"{i['seconds_at_most']:.1f}"} for i in items]
-    todo = sum(i["state"] not in ("complete", "newer schema (refused)") for i in items)
+    todo = sum(i["state"] not in NOT_TRAINED for i in items)
     note = f"store {document['store']}: {todo} of {len(items)} runs to train"
     if constant:
         note += " (every one " + ", ".join(f"{c} {items[0][c]}" for c in constant) + ")"
@@ -71,9 +73,72 @@ def print_plan(document: dict[str, Any], as_json: bool) -> None:
     if estimate is not None:
         columns.append("≤ s")
         note += (f"; at most {duration(estimate['seconds_at_most'])} on this machine if every run trains its whole "
-                 f"epoch budget (runs stop once fitted; training at {estimate['training_fraction']} of the "
-                 f"{estimate['matmul_gflops']:.0f} GFLOP/s matmul rate measured now)")
+                 f"epoch budget (runs stop once fitted; {training_source(estimate)})")
+        note += scoring_note(estimate.get("scoring"))
     print_items(rows, False, columns, note=note)
+
+
+def training_source(estimate: dict[str, Any]) -> str:
+    """Which estimate the training time is: from the fits, from FLOPs, or how many runs each."""
+    rate = f"the {estimate['matmul_gflops']:.0f} GFLOP/s matmul rate measured now"
+    flops = f"from {FROM_FLOPS}: training at {estimate['training_fraction']} of {rate}"
+    sources = {k: v for k, v in estimate.get("training_from", {}).items() if v}
+    fits = estimate.get("fits")
+    scaled = f"from {FROM_FITS} at {rate}" + (f" (theirs: {fits['matmul_gflops']:.0f})" if fits else "")
+    if set(sources) == {FROM_FITS}:
+        return scaled
+    if FROM_FITS in sources:
+        return f"{sources[FROM_FITS]} runs {scaled}, {sources[FROM_FLOPS]} {flops}"
+    return flops
+
+
+def scoring_note(scoring: dict[str, Any] | None) -> str:
+    """The plan's line on scoring: how long computing the measures takes, and what the fits could not estimate."""
+    if scoring is None:
+        return ""
+    if not scoring["computations"]:
+        return "; nothing to score (every measure cached)"
+    note = (f"; then about {duration(scoring['seconds'])} scoring {scoring['computations']:,} measure values "
+            f"({scoring['measures']} measures a run, from {FROM_FITS}{extrapolated(scoring)})")
+    if scoring["not_estimated"]:
+        note += f"; not estimated: {', '.join(scoring['not_estimated'])}"
+    return note
+
+
+def extrapolated(estimate: dict[str, Any]) -> str:
+    """How many runs lie outside the fits' parameter counts or train sizes (their estimates extrapolate)."""
+    count = estimate.get("extrapolated", 0)
+    return f", extrapolated beyond their range for {count} run{'s' * (count != 1)}" if count else ""
+
+
+def print_score_plan(document: dict[str, Any], as_json: bool) -> None:
+    """`audit score --plan` (audit.pipeline.plan.plan_score): per complete run the measures to compute and their
+    seconds, per family the measures and seconds, and one line of total; notes and unreadable runs on stderr."""
+    for line in document["notes"] + document["errors"]:
+        print(f"audit: {line}", file=sys.stderr)
+    if as_json:
+        print(formats.dumps(document))
+        return
+    estimate, runs = document["estimate"], document["runs"]
+    rows = [{**r, "to compute": len(r["to_compute"]), "≈ s": f"{r['seconds']:.1f}" + "+" * bool(r["not_estimated"])}
+            for r in runs if r["to_compute"]]
+    total = (f"store {document['store']}: {estimate['computations']:,} measure values to compute on {len(rows)} of "
+             f"{len(runs)} complete runs")
+    if not rows:
+        out_console().print(f"store {document['store']}: nothing to compute: every measure is cached on its "
+                            f"{len(runs)} complete runs", highlight=False)
+        return
+    columns = ["run_id", "variant", "seed"] + (["model"] if len({r["model"] for r in runs}) > 1 else [])
+    print_items(rows, False, [*columns, "to compute", "≈ s"])
+    families = [{**f, "measures": ", ".join(f["measures"]), "≈ s": f"{f['seconds']:.1f}" + "+" * bool(
+        f["not_estimated"])} for f in document["families"]]
+    total += (f", about {duration(estimate['seconds'])} on this machine (from {FROM_FITS} at the "
+              f"{estimate['matmul_gflops']:.0f} GFLOP/s matmul rate measured now{extrapolated(estimate)})")
+    if estimate["not_estimated"]:
+        total += f"; + not estimated: {', '.join(estimate['not_estimated'])}"
+    if estimate["at_default_settings"]:
+        total += f"; estimated at the default settings of {', '.join(estimate['at_default_settings'])}"
+    print_items(families, False, ["family", "measures", "runs", "≈ s"], note=total)
 
 
 def print_paper(paper: str, lines: list[dict[str, Any]], as_json: bool) -> None:

@@ -15,7 +15,7 @@ PACKAGES = ("audit", "measures", "experiments")
 SOURCES = sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
 LAZY_ALLOWED = ("ray", "matplotlib", "torchvision", "sklearn")  # optional or slow to import
 MAX_MODULE_LINES = 400
-MAX_CLI_LINES = 660  # the first eleven, check, benchmark, export-data, the options of issue 17, landscape, density
+MAX_CLI_LINES = 665  # the first eleven, check, benchmark, export-data, issue 17's options, landscape, density, score --plan
 MAX_FUNCTION_LINES = 80
 
 
