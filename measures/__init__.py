@@ -9,6 +9,7 @@ built-in family.
 from measures import (  # noqa: F401  (registration)  # noqa: F401  (registration)
                                 capacity,
                                 curvature,
+                                flatness,
                                 information,
                                 kernel,
                                 margin,
@@ -29,6 +30,7 @@ from measures._registry import (
                                 Undefined,
                                 compute,
                                 evaluate,
+                                evaluate_group,
                                 get,
                                 judged,
                                 keep_detail,
@@ -37,5 +39,5 @@ from measures._registry import (
                                 resolved_settings,
 )
 
-__all__ = ["COSTS", "FAMILIES", "MEASURES", "NEEDS", "Context", "Measure", "Result", "Undefined", "compute", "evaluate",
+__all__ = ["COSTS", "FAMILIES", "MEASURES", "NEEDS", "Context", "Measure", "Result", "Undefined", "compute", "evaluate", "evaluate_group",
            "get", "judged", "keep_detail", "measure", "names", "resolved_settings"]

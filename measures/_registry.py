@@ -49,6 +49,7 @@ class Measure:
     version: int = 1
     default: bool = True  # part of the default set that `audit run` scores
     plugin: dict[str, str] | None = None  # a plugin's measure: its module, file and the hash of its source
+    group: Callable[..., list[Any]] | None = None  # group(ctxs, **settings): each run's value or Undefined
 
     def metadata(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "needs": list(self.needs),
@@ -75,14 +76,19 @@ def check_metadata(name: str, family: str, needs: tuple[str, ...], direction: in
 
 def measure(name: str, *, family: str, needs: tuple[str, ...], direction: int, cost: str, reference: str,
             formula: str, log: bool = False, invariant: bool = False, settings: dict[str, Any] | None = None,
-            version: int = 1, default: bool = True) -> Callable[[Callable[..., float]], Callable[..., float]]:
-    """Register fn(ctx, **settings) -> float as a measure."""
+            version: int = 1, default: bool = True,
+            group: Callable[..., list[Any]] | None = None) -> Callable[[Callable[..., float]], Callable[..., float]]:
+    """Register fn(ctx, **settings) -> float as a measure. With `group`, group(ctxs, **settings) computes it on
+    several runs together and returns, per context, its value or an Undefined; each run's value must be the
+    one it gets alone (evaluate computes a lone run as a group of one)."""
     check_metadata(name, family, needs, direction, cost)
 
     def register(fn: Callable[..., float]) -> Callable[..., float]:
         check_signature(name, fn, settings or {})
+        if group is not None:
+            check_signature(name, group, settings or {})
         MEASURES.add(name, Measure(name, fn, family, tuple(needs), direction, cost, reference, formula, log,
-                                   invariant, dict(settings or {}), version, default),
+                                   invariant, dict(settings or {}), version, default, group=group),
                      origin=origin_of(fn, 2))
         return fn
 
@@ -184,22 +190,47 @@ def resolved_settings(name: str, overrides: dict[str, Any] | None = None) -> dic
 
 def evaluate(ctx: Context, name: str, overrides: dict[str, Any] | None = None) -> Result:
     """One measure on one context; Undefined becomes a null value with its reason."""
+    return evaluate_group([ctx], name, overrides)[0]
+
+
+def evaluate_group(ctxs: list[Context], name: str, overrides: dict[str, Any] | None = None) -> list[Result]:
+    """One measure on several runs' contexts, together where the measure has a group form (each run's value
+    is the one it gets alone), else one by one. A failure of the group is retried run by run, so that it
+    stays the failing run's own. Seconds are each run's share of the time."""
     measure_ = get(name)
     settings = resolved_settings(name, overrides)
+    if measure_.group is None:
+        return [_timed(ctx, name, lambda ctx=ctx: [measure_.fn(ctx, **settings)], measure_)[0] for ctx in ctxs]
+    results = _timed(ctxs, name, lambda: measure_.group(ctxs, **settings), measure_)
+    if len(ctxs) > 1 and any(r.failed for r in results):
+        return [evaluate_group([ctx], name, overrides)[0] for ctx in ctxs]
+    return results
+
+
+def _timed(ctxs: Context | list[Context], name: str, compute_values: Callable[[], list[Any]],
+           measure_: Measure) -> list[Result]:
+    ctxs = ctxs if isinstance(ctxs, list) else [ctxs]
     start = time.perf_counter()
-    ctx.cache.pop(f"detail:{name}", None)
+    for ctx in ctxs:
+        ctx.cache.pop(f"detail:{name}", None)
     try:
-        value = float(measure_.fn(ctx, **settings))
+        values = list(compute_values())
     except Undefined as why:
-        return Result(None, time.perf_counter() - start, str(why))
+        values = [why] * len(ctxs)
     except (WorkError, KeyboardInterrupt):
         raise
-    except Exception as error:  # a bug or a model the measure does not handle: this run only
+    except Exception as error:  # a bug or a model the measure does not handle: these runs only
         first_line = (str(error).strip().splitlines() or [""])[0]
-        return Result(None, time.perf_counter() - start,
-                      f"failed: {type(error).__name__}: {first_line} (at {raised_at(error, measure_)})", failed=True)
-    seconds = time.perf_counter() - start
-    detail = ctx.cache.pop(f"detail:{name}", {})
+        reason = f"failed: {type(error).__name__}: {first_line} (at {raised_at(error, measure_)})"
+        return [Result(None, (time.perf_counter() - start) / len(ctxs), reason, failed=True) for _ in ctxs]
+    seconds = (time.perf_counter() - start) / len(ctxs)
+    return [_result(value, seconds, ctx.cache.pop(f"detail:{name}", {})) for ctx, value in zip(ctxs, values)]
+
+
+def _result(value: Any, seconds: float, detail: dict[str, Any]) -> Result:
+    if isinstance(value, Undefined):
+        return Result(None, seconds, str(value))
+    value = float(value)
     if not math.isfinite(value):
         return Result(None, seconds, f"not finite ({value})", detail)
     return Result(value, seconds, None, detail)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +17,7 @@ import measures
 from audit.data.fitted import build_run_data
 from audit.data.imagenet import MEASURE_BYTES
 from audit.errors import UsageError, WorkError
+from audit.models.architecture import loads
 from audit.pipeline.changed import changed_runs, refuse_changed
 from audit.spec.overrides import check_point, split_setting
 from audit.spec.run import KERNEL_PREFIX, RunSpec
@@ -133,12 +136,14 @@ def score_store(store: Store, names: list[str], ops: Operational = Operational()
     refuse_changed(changed_runs(mine), "score")
     if any(todo for _, _, todo in planned):
         check_writable(store.runs_dir)
-    for index, (path, record, todo) in enumerate(planned):
+    scored = {}
+    for group in scoring_groups(planned):
         if on_run is not None:
-            on_run(path.stem, index, len(planned))
+            on_run(planned[group[0]][0].stem, group[0], len(planned))
+        scored.update(_score_group([planned[i] for i in group], settings, ops, at, recompute, outcome.errors))
+    for path, record, _ in planned:
         damaged_measures = dict(record.damaged)
-        if todo:
-            record = _score_or_say(path, record, todo, settings, ops, at, recompute, outcome.errors)
+        record = scored.get(path, record)
         for part, why in damaged_measures.items():
             key = part.removeprefix("measures/")
             if key in record.measures:
@@ -150,48 +155,87 @@ def score_store(store: Store, names: list[str], ops: Operational = Operational()
     return outcome
 
 
-def _score_or_say(path: Path, record: RunRecord, todo: list[str], settings: dict[str, dict[str, Any]],
-                  ops: Operational, at: str | None, recompute: bool, errors: list[str]) -> RunRecord:
-    """The run scored, or as it was read with a line in errors saying why it could not be."""
-    try:
-        record = _score_run(path, todo, settings, ops, at, recompute)
-    except RunLocked as err:
-        errors.append(f"{path}: not scored now, {err}")
-    except DiskFull:
-        raise
-    except WorkError as err:
-        errors.append(str(err) if str(path) in str(err) else f"{path}: {err}")
-    except UsageError as err:  # its model cannot be built here (a user's module not importable, say)
-        errors.append(f"{path}: run {record.run_id} not scored: {err}")
-    errors += [f"{path}: measure {key}: {entry['reason']}" for key, entry in record.measures.items()
-               if entry.get("failed") and key.split("@")[0] in todo]
-    return record
+GROUP_RUNS = 8  # complete runs of one architecture scored together: measures with a group form take them at once
+GROUP_PARAMETERS = 2_000_000  # runs of larger models are scored one at a time (a group's contexts are held together)
+
+
+def scoring_groups(planned: list[tuple[Path, RunRecord, list[str]]]) -> list[list[int]]:
+    """The planned runs with work to do, by index, in groups of at most GROUP_RUNS runs of one architecture and
+    input set (their recorded parameter shapes, module structure and dataset), in store order. Grouping is
+    operational: a run's values never depend on its group."""
+    keyed: dict[str, list[int]] = {}
+    for index, (_, record, todo) in enumerate(planned):
+        if todo:
+            keyed.setdefault(group_key(record) or f"alone:{index}", []).append(index)
+    groups = [members[i:i + GROUP_RUNS] for members in keyed.values() for i in range(0, len(members), GROUP_RUNS)]
+    return sorted(groups)
+
+
+def group_key(record: RunRecord) -> str | None:
+    architecture = loads(record.attrs.get("architecture"))
+    if architecture is None:
+        return None
+    if sum(math.prod(shape) for shape in architecture["parameters"].values()) > GROUP_PARAMETERS:
+        return None
+    return json.dumps([architecture["parameters"], architecture["structure"], record.spec.dataset,
+                       record.spec.preprocess], sort_keys=True)
 
 
 LOCK_WAIT_SECONDS = 300.0  # scoring a run is short: wait this long for another process that holds it
 
 
-def _score_run(path: Path, todo: list[str], settings: dict[str, dict[str, Any]], ops: Operational,
-               at: str | None, recompute: bool = False) -> RunRecord:
-    with run_lock_waiting(path, LOCK_WAIT_SECONDS, poll_seconds=0.5):
-        return _score_locked(path, todo, settings, ops, at, recompute)
+def _score_group(members: list[tuple[Path, RunRecord, list[str]]], settings: dict[str, dict[str, Any]],
+                 ops: Operational, at: str | None, recompute: bool, errors: list[str]) -> dict[Path, RunRecord]:
+    """Score a group's runs, each under its own lock (taken in path order), and write each; a run that cannot
+    be scored gets its line in errors and keeps the record as read."""
+    done: dict[Path, RunRecord] = {}
+    with ExitStack() as locks:
+        ready = []  # (path, record, todo, context)
+        for path, record, todo in sorted(members, key=lambda member: str(member[0])):
+            try:
+                locks.enter_context(run_lock_waiting(path, LOCK_WAIT_SECONDS, poll_seconds=0.5))
+                fresh, todo = _read_for_scoring(path, todo, settings, at, recompute)
+                done[path] = fresh
+                if todo:
+                    ready.append((path, fresh, todo, context_for(fresh, ops, at)))
+            except (RunLocked, WorkError, UsageError) as err:
+                _say(err, path, record, errors)
+        for name in dict.fromkeys(name for *_, todo, _ in ready for name in todo):
+            needing = [(record, ctx) for _, record, todo, ctx in ready if name in todo]
+            results = measures.evaluate_group([ctx for _, ctx in needing], name, settings[name])
+            for (record, _), result in zip(needing, results):
+                record.measures[cache_key(name, at)] = cache_entry(name, result, settings[name])
+        for path, record, todo, _ in ready:
+            try:
+                write_run(path, record, "measures")
+            except DiskFull:
+                raise
+            except WorkError as err:
+                _say(err, path, record, errors)
+            errors += [f"{path}: measure {key}: {entry['reason']}" for key, entry in record.measures.items()
+                       if entry.get("failed") and key.split("@")[0] in todo]
+    return done
 
 
-def _score_locked(path: Path, todo: list[str], settings: dict[str, dict[str, Any]], ops: Operational,
-                  at: str | None, recompute: bool) -> RunRecord:
+def _say(err: Exception, path: Path, record: RunRecord, errors: list[str]) -> None:
+    if isinstance(err, RunLocked):
+        errors.append(f"{path}: not scored now, {err}")
+    elif isinstance(err, UsageError):  # its model cannot be built here (a user's module not importable, say)
+        errors.append(f"{path}: run {record.run_id} not scored: {err}")
+    else:
+        errors.append(str(err) if str(path) in str(err) else f"{path}: {err}")
+
+
+def _read_for_scoring(path: Path, todo: list[str], settings: dict[str, dict[str, Any]], at: str | None,
+                      recompute: bool) -> tuple[RunRecord, list[str]]:
+    """The run read whole under its lock, and what is still to compute (another process may have scored it
+    while we waited)."""
     record = read_run(path, run_id=path.stem)
     if any(not part.startswith("measures/") for part in record.damaged):
         raise WorkError(f"{path} is damaged: {damage_line(record.damaged)}; `audit run` retrains the run")
-    if not recompute:  # another process may have scored it while we waited
+    if not recompute:
         todo = [n for n in todo if not is_cached(record, n, settings[n], at)]
-    if not todo:
-        return record
-    ctx = context_for(record, ops, at)
-    for name in todo:
-        record.measures[cache_key(name, at)] = cache_entry(name, measures.evaluate(ctx, name, settings[name]),
-                                                          settings[name])
-    write_run(path, record, "measures")
-    return record
+    return record, todo
 
 
 class Tracker(Protocol):
