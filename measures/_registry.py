@@ -121,6 +121,7 @@ class Context:
     device: torch.device = torch.device("cpu")
     cache: dict[str, Any] = field(default_factory=dict)
     refit: Callable[..., float] | None = None  # refit(x, y, num_classes, seed) -> train accuracy by the run's procedure
+    refit_many: Callable[[list[tuple]], list[float]] | None = None  # refit_many([(x, y, classes, seed), ...]) at once
     shared: Any = None  # the store: get_shared(kind, key) -> dict | None, put_shared(kind, key, dict)
 
     def cached(self, key: str, make: Callable[[], Any]) -> Any:

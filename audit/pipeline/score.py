@@ -28,6 +28,7 @@ from audit.store.locks import RunLocked, run_lock_waiting
 from audit.store.record import RunRecord, cache_key
 from audit.train.device import Operational, resolve_device
 from audit.train.loop import fit_labels
+from audit.train.refit import fit_labels_group
 from audit.train.state import load_arrays, make_model
 from measures.layers import prepare
 
@@ -62,6 +63,7 @@ def context_for(record: RunRecord, ops: Operational, at: str | None = None) -> m
                             x=x.to(device), y=data.y_train.to(device), num_classes=data.num_classes,
                             spec=record.spec, record=record, raw_model=final, device=device,
                             refit=functools.partial(fit_labels, record.spec),
+                            refit_many=functools.partial(fit_labels_group, record.spec),
                             shared=Store(record.path.parent.parent) if record.path is not None else None)
 
 

@@ -149,8 +149,9 @@ def test_rademacher_known_outcomes_and_cache_shared_across_labels(tmp_path, monk
     import audit.pipeline.score
 
     calls = []
-    original = audit.pipeline.score.fit_labels
-    monkeypatch.setattr(audit.pipeline.score, "fit_labels", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = audit.pipeline.score.fit_labels_group
+    monkeypatch.setattr(audit.pipeline.score, "fit_labels_group",
+                        lambda spec, jobs: calls.append(len(jobs)) or original(spec, jobs))
     (tmp_path / "runs").mkdir()
     values = {}
     for variant, p in (("true", 0.0), ("random-labels", 1.0)):
@@ -159,7 +160,7 @@ def test_rademacher_known_outcomes_and_cache_shared_across_labels(tmp_path, monk
         record = train_run(spec, path)
         values[variant] = measures.evaluate(context_for(record, Operational()), "rademacher", {"draws": 2}).value
     assert values["true"] == values["random-labels"] == 1.0  # a wide MLP fits any ±1 labelling of 100 points
-    assert len(calls) == 2  # the second run, same inputs, read the cached value
+    assert calls == [2]  # both draws refitted together; the second run, same inputs, read the cached value
     assert len(list((tmp_path / "cache" / "rademacher").glob("*.json"))) == 1
     weak = RunSpec(model="mlp-1x512", train_size=100, epochs=1, lr=1e-6)
     record = train_run(weak, tmp_path / "runs" / f"{weak.run_id}.h5")
