@@ -1,9 +1,16 @@
-"""Measure costs: seconds per measure on a store's runs, the Hessian measures against PyHessian, and power
-iteration against a full SVD.
+"""Measure costs: `audit score --all` against training the same store, seconds per measure on a store's runs,
+the Hessian measures against PyHessian, the ww-* measures against WeightWatcher, and power iteration against a
+full SVD.
 
-    python bench/measures.py                         # the quick store (audit run first), every measure
+    python bench/measures.py                         # everything (about 3 minutes on 2 idle cores)
+    python bench/measures.py --score-only            # only `audit score --all` against training (about 1 minute)
     python bench/measures.py --store audit-runs/quick --measures l2,spectral,hessian-top --runs 5
-    python bench/measures.py --peers-only            # only the PyHessian comparison (about half a minute)
+    python bench/measures.py --peers-only            # only the PyHessian and WeightWatcher comparisons
+
+Scoring against training: in an empty temporary folder, `audit run quick --out STORE --measure params` (train the
+quick grid's 27 runs, score one instant measure) and then `audit score STORE --all` (every registered measure on
+every run), each a fresh process timed from its start to its exit, so both pay the same start-up; the ratio is
+score seconds / training seconds, and the table gives each measure's seconds per run as `score` recorded them.
 
 Peers: on a 64-512-512-10 MLP (mlp-2x512, 50 seeded SGD steps) and 1,024 scikit-learn digits images, in one
 process, best of --repeats alternating timings: hessian-top at tol 1e-6 against PyHessian's power iteration at
@@ -183,22 +190,86 @@ def peers(repeats: int, probes: int) -> dict:
     return rows
 
 
+def score_against_training() -> dict:
+    """`audit run --measure params` into an empty store, then `audit score --all` on it, each a fresh process;
+    prints the ratio and every measure's seconds per run; returns them."""
+    import subprocess
+    import tempfile
+
+    script = Path(sys.executable).with_name("audit")  # the installed command (pip install -e .)
+    audit = [str(script)] if script.exists() else [sys.executable, str(Path(__file__).resolve().parents[1] / "cli.py")]
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as folder:
+        store = Path(folder) / "quick"
+        commands = {"train": [*audit, "run", "quick", "--out", str(store), "--measure", "params", "--json"],
+                    "score": [*audit, "score", str(store), "--all", "--json"]}
+        seconds, outputs = {}, {}
+        for step, command in commands.items():
+            start = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=folder)
+            seconds[step] = time.perf_counter() - start
+            if done.returncode != 0:
+                raise SystemExit(f"bench: `audit {command[len(audit)]}` failed: {done.stderr.strip()[-500:]}")
+            outputs[step] = json.loads(done.stdout)
+    per_run = {row["measure"]: row["seconds_per_run"] for row in outputs["score"]["summary"]}
+    ratio = seconds["score"] / seconds["train"]
+    print(f"audit score --all on the quick store ({len(outputs['score']['runs'])} runs, {len(per_run)} measures): "
+          f"{seconds['score']:.1f} s; training it (audit run --measure params): {seconds['train']:.1f} s; "
+          f"ratio {ratio:.2f} (target ≤ 5), {torch.get_num_threads()} threads, matmul "
+          f"{matmul_rate() / 1e9:.0f} GFLOP/s now")
+    print("  seconds per run, as score recorded them:")
+    for name, value in sorted(per_run.items(), key=lambda kv: -(kv[1] or 0)):
+        print(f"    {name:24s} {value or 0:9.4f}")
+    return {"train_seconds": seconds["train"], "score_all_seconds": seconds["score"], "ratio": ratio,
+            "seconds_per_run": per_run}
+
+
+def weightwatcher_peer(repeats: int) -> dict:
+    """The five ww-* measures against WeightWatcher's analyze() on the digits case, in one process."""
+    model, _, _ = digits_case()
+    names = ["ww-alpha", "ww-alpha-weighted", "ww-log-spectral-norm", "ww-stable-rank", "ww-log-norm"]
+    ours = min(timed(lambda: measures.compute(model, names))[1] for _ in range(repeats))
+    values = measures.compute(model, names)
+    row = {"ours_seconds": ours, "ours": {n: values[n].value for n in names}}
+    print(f"\nww-* (5 measures) on mlp-2x512: ours {ours:.3f} s", end="")
+    try:
+        import logging
+
+        import weightwatcher
+    except ImportError:
+        print("; weightwatcher is not installed (pip install weightwatcher): the peer row is skipped")
+        return row
+    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+    watcher = weightwatcher.WeightWatcher(model=model)
+    peer = min(timed(lambda: watcher.analyze())[1] for _ in range(repeats))
+    details = watcher.analyze()
+    row.update(peer_seconds=peer, ratio=peer / ours, peer_alpha=float(details["alpha"].mean()))
+    print(f"; WeightWatcher analyze() {peer:.3f} s; ratio {peer / ours:.2f}; mean alpha ours "
+          f"{values['ww-alpha'].value:.3f}, WeightWatcher {row['peer_alpha']:.3f}")
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, default=Path("audit-runs/quick"))
     parser.add_argument("--measures", default="")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--peers-only", action="store_true", help="only the PyHessian comparison")
+    parser.add_argument("--peers-only", action="store_true", help="only the PyHessian and WeightWatcher comparisons")
+    parser.add_argument("--score-only", action="store_true", help="only `audit score --all` against training")
     parser.add_argument("--repeats", type=int, default=3, help="timings per side in the peer comparison (best kept)")
     parser.add_argument("--probes", type=int, default=16, help="Hutchinson probes per trace timing")
     args = parser.parse_args()
-    if args.peers_only:
-        results = {"threads": torch.get_num_threads(), "peers": peers(args.repeats, args.probes)}
+    if args.score_only or args.peers_only:
+        results = {"threads": torch.get_num_threads()}
+        if args.score_only:
+            results["score_against_training"] = score_against_training()
+        else:
+            results.update(peers=peers(args.repeats, args.probes), weightwatcher=weightwatcher_peer(args.repeats))
         if os.environ.get("OUT"):
             Path(os.environ["OUT"], "measures.json").write_text(json.dumps(results, indent=2))
         return
     names = [n for n in args.measures.split(",") if n] or [n for n in measures.names() if n != "rademacher"]
-    results: dict = {"threads": torch.get_num_threads()}
+    results: dict = {"threads": torch.get_num_threads(), "score_against_training": score_against_training()}
     if args.store.exists():
         results["seconds_per_run"] = per_measure(args.store, names, args.runs)
         print(f"seconds per run on {args.store} (median of {args.runs} runs):")
@@ -207,6 +278,7 @@ def main() -> None:
     else:
         print(f"{args.store} does not exist: run `audit run` first for the per-measure timings")
     results["peers"] = peers(args.repeats, args.probes)
+    results["weightwatcher"] = weightwatcher_peer(args.repeats)
     results["power_vs_svd"] = []
     print(f"\npower iteration (tolerance {norms.POWER_TOL:g}) against a full SVD:")
     for size in (512, 4096):
