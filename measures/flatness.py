@@ -11,7 +11,7 @@ x(W + σZ)ᵀ = xWᵀ + σ·xZᵀ, so its products with the noise are computed o
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -34,17 +34,18 @@ BISECTION = ("σ by bisection on log σ between `low` and `high`: the largest σ
 
 
 def bisection(low: float, high: float, target: float, tol: float,
-              iterations: int) -> Generator[float, float, float | Undefined]:
-    """One run's search: yields each σ to try, is sent its accuracy drop, returns σ (or Undefined)."""
-    if (yield low) > target:
+              iterations: int) -> Generator[float, bool, float | Undefined]:
+    """One run's search: yields each σ to try, is sent whether its accuracy drop is ≤ target, returns σ (or
+    Undefined)."""
+    if not (yield low):
         return Undefined(f"noise of σ = low = {low:g} already drops the train accuracy by more than {target:g}")
-    if (yield high) <= target:
+    if (yield high):
         return high
     for _ in range(iterations):
         if high / low < 1 + tol:
             break
         middle = math.sqrt(low * high)
-        if (yield middle) <= target:
+        if (yield middle):
             low = middle
         else:
             high = middle
@@ -78,7 +79,7 @@ class Noisy:
     seed: int
     noise: Params | None = None  # (draws, ...) N(0, 1) per parameter; None: redrawn at each σ (too large to keep)
     rest: nn.Module | None = None  # the model after its first Linear, when that layer's products are kept
-    products: dict[str, torch.Tensor] | None = None  # A (n, out) and P, Q (draws, n, out): see precompute
+    products: dict[str, torch.Tensor] | None = None  # the first Linear's offset and slope at σ: see precompute
 
 
 def standard_noise(params: Params, draws: int, generator: torch.Generator) -> Params:
@@ -115,70 +116,92 @@ def start(ctx: Context, magnitude_aware: bool, eps: float, draws: int, samples: 
 
 
 def precompute(model: nn.Sequential, position: int, state: Noisy) -> dict[str, torch.Tensor] | None:
-    """The first Linear's clean pre-activations A = xWᵀ + b and its noise products P_j = xZ_jᵀ + z_j (and for
-    magnitude-aware noise Q_j = x(|W|∘Z_j)ᵀ + |b|∘z_j); None when they would not fit in GROUP_BYTES."""
+    """The first Linear's pre-activations at σ as an offset plus σ times a slope, per draw j: for noise N(0, σ²)
+    A + σ·P_j with A = xWᵀ + b and P_j = xZ_jᵀ + z_j; for magnitude-aware noise (A + ε·P_j) + σ·Q_j with
+    Q_j = x(|W|∘Z_j)ᵀ + |b|∘z_j. None when they would not fit in GROUP_BYTES."""
     layer: nn.Linear = model[position]
     name = list(model._modules)[position]
     weight, bias = f"{name}.weight", f"{name}.bias"
     with torch.no_grad():
         inputs = model[:position](state.x).flatten(1)
-        count = 3 if state.magnitude_aware else 2
-        if 4 * count * state.draws * len(inputs) * layer.out_features > GROUP_BYTES:
+        if 4 * 2 * state.draws * len(inputs) * layer.out_features > GROUP_BYTES:
             return None
         w, z = state.params[weight], state.noise[weight]
         b = state.params.get(bias) if layer.bias is not None else None
         zb = state.noise.get(bias) if layer.bias is not None else None
-        products = {"A": inputs @ w.T + (b if b is not None else 0),
-                    "P": torch.einsum("ni,doi->dno", inputs, z)}
+        clean = inputs @ w.T + (b if b is not None else 0)
+        noise = torch.einsum("ni,doi->dno", inputs, z)
         if zb is not None:
-            products["P"] += zb.unsqueeze(1)
-        if state.magnitude_aware:
-            products["Q"] = torch.einsum("ni,doi->dno", inputs, w.abs() * z)
-            if zb is not None:
-                products["Q"] += (b.abs() * zb).unsqueeze(1)
-    return products
+            noise += zb.unsqueeze(1)
+        if not state.magnitude_aware:
+            return {"offset": clean, "slope": noise}
+        slope = torch.einsum("ni,doi->dno", inputs, w.abs() * z)
+        if zb is not None:
+            slope += (b.abs() * zb).unsqueeze(1)
+        return {"offset": noise.mul_(state.eps).add_(clean), "slope": slope}
 
 
-def drop(state: Noisy, sigma: float) -> float:
-    """The mean train accuracy drop of the run under noise of scale σ over the search's draws."""
+def draw_accuracies(state: Noisy, sigma: float) -> Iterator[float]:
+    """The train accuracy of each noisy draw at scale σ, in draw order."""
     if state.noise is None:
-        return state.base - redrawn_accuracy(state, sigma)
+        yield from redrawn_accuracies(state, sigma)
+        return
     scale = scale_of(state.params, sigma, state.magnitude_aware, state.eps)
     noisy = {name: state.params[name].unsqueeze(0) + state.noise[name] * scale[name] for name in state.params}
     if state.products is None:
         _, accuracy = batched_metric(state.model, noisy, state.x, state.y)
-        return state.base - float(accuracy.double().sum()) / state.draws
-    products, rest = state.products, state.rest
+        yield from accuracy.tolist()
+        return
+    offset, slope, rest = state.products["offset"], state.products["slope"], state.rest
     buffers = buffers_of(rest)
-    correct = 0.0
     with torch.no_grad():
         for j in range(state.draws):  # draw by draw: one draw's activations stay in the cache
-            if state.magnitude_aware:
-                pre = torch.add(products["A"], products["Q"][j], alpha=sigma).add_(products["P"][j], alpha=state.eps)
-            else:
-                pre = torch.add(products["A"], products["P"][j], alpha=sigma)
+            pre = torch.add(offset if offset.dim() == 2 else offset[j], slope[j], alpha=sigma)
             weights = {name: noisy[name][j] for name, _ in rest.named_parameters()}  # a slice keeps the names
             logits = functional_call(rest, (weights, buffers), (pre,))
-            correct += float((logits.argmax(-1) == state.y).float().mean())
-    return state.base - correct / state.draws
+            yield float((logits.argmax(-1) == state.y).float().mean())
 
 
-def redrawn_accuracy(state: Noisy, sigma: float) -> float:
-    """Mean accuracy over the draws with the noise redrawn from the seed in groups (a model too large to keep
-    its noise): the same draws as the kept noise."""
+def drop(state: Noisy, sigma: float) -> float:
+    """The mean train accuracy drop of the run under noise of scale σ over the search's draws."""
+    total = 0.0
+    for accuracy in draw_accuracies(state, sigma):
+        total += accuracy
+    return state.base - total / state.draws
+
+
+def within(state: Noisy, sigma: float, target: float) -> bool:
+    """drop(state, σ) ≤ target, decided as soon as the remaining draws cannot change it: the partial sum only
+    grows, and each remaining draw adds at most 1, so both bounds are computed by the same float additions as
+    the whole sum and the answer is the one the whole sum gives."""
+    total, left = 0.0, state.draws
+    for accuracy in draw_accuracies(state, sigma):
+        total, left = total + accuracy, left - 1
+        if state.base - total / state.draws <= target:
+            return True
+        highest = total
+        for _ in range(left):
+            highest += 1.0
+        if state.base - highest / state.draws > target:
+            return False
+    return state.base - total / state.draws <= target
+
+
+def redrawn_accuracies(state: Noisy, sigma: float) -> Iterator[float]:
+    """Each draw's accuracy with the noise redrawn from the seed in groups (a model too large to keep its
+    noise): the same draws as the kept noise."""
     numel = sum(p.numel() for p in state.params.values())
     group = max(1, min(state.draws, GROUP_BYTES // max(1, 4 * numel)))
     generator = torch.Generator().manual_seed(state.seed)
     scale = scale_of(state.params, sigma, state.magnitude_aware, state.eps)
-    correct, done = 0.0, 0
+    done = 0
     while done < state.draws:
         k = min(group, state.draws - done)
         z = standard_noise(state.params, k, generator)
         noisy = {name: state.params[name].unsqueeze(0) + z[name] * scale[name] for name in state.params}
         _, accuracy = batched_metric(state.model, noisy, state.x, state.y)
-        correct += float(accuracy.double().sum())
+        yield from accuracy.tolist()
         done += k
-    return correct / state.draws
 
 
 def search_key(magnitude_aware: bool, eps: float, draws: int, target: float, low: float, high: float, tol: float,
@@ -198,8 +221,8 @@ def flat_sigmas(ctxs: list[Context], magnitude_aware: bool, eps: float, draws: i
     searches = [bisection(low, high, target, tol, iterations) for _ in pending]
     trying = {i: next(search) for i, search in enumerate(searches)}
     while trying:
-        drops = {i: drop(states[i], sigma) for i, sigma in trying.items()}  # one step of every open search
-        for i, value in drops.items():
+        answers = {i: within(states[i], sigma, target) for i, sigma in trying.items()}  # a step of every search
+        for i, value in answers.items():
             try:
                 trying[i] = searches[i].send(value)
             except StopIteration as done:

@@ -89,13 +89,23 @@ def test_first_layer_products_equal_the_full_forward(runs, magnitude_aware, monk
     assert flatness.drop(redrawn, 0.3) == flatness.drop(whole, 0.3)  # the same draws, regenerated
 
 
+@pytest.mark.parametrize("magnitude_aware", [False, True])
+def test_the_early_decision_is_the_whole_sums_decision(runs, magnitude_aware):
+    ctx = fresh(runs[2:3])[0]
+    state = flatness.start(ctx, magnitude_aware, 1e-3, draws=8, samples=0, seed=1)
+    for sigma in (1e-4, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 3.0):
+        value = flatness.drop(state, sigma)
+        for target in (0.0, 0.02, 0.1, 0.3, value, value - 1e-12, value + 1e-12):
+            assert flatness.within(state, sigma, target) == (value <= target), (sigma, target)
+
+
 def test_bisection_steps_like_the_closed_form():
     """The search on a known monotone drop finds its threshold to within the tolerance."""
     search = flatness.bisection(1e-6, 10.0, 0.1, 0.01, 30)
     sigma, tried = next(search), 1
     while True:
         try:
-            sigma = search.send(0.0 if sigma <= 0.0314 else 0.5)
+            sigma = search.send(sigma <= 0.0314)
             tried += 1
         except StopIteration as done:
             found = done.value
