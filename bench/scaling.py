@@ -25,6 +25,7 @@ by least squares on log-log.
     python bench/scaling.py              # about 10 minutes on 2 cores
     python bench/scaling.py --quick      # a 1-2 minute smoke run (smaller axes, no alexnet-small)
     python bench/scaling.py --write      # also rewrite docs/benchmarks.md's table and audit/pipeline/scaling.json
+    OUT=/tmp python bench/scaling.py     # keeps the timings in $OUT/scaling.json (--load FILE --write writes them)
 """
 
 from __future__ import annotations
@@ -333,7 +334,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timings per point, the least kept (a loaded "
                                                                "machine: 2 or 3)")
     parser.add_argument("--write", action="store_true", help="write audit/pipeline/scaling.json and the docs table")
+    parser.add_argument("--load", type=Path, help="time nothing: print (and --write) the timings of an earlier "
+                                                  "run, as $OUT/scaling.json or --write kept them")
     args = parser.parse_args()
+    if args.load is not None:
+        data = json.loads(args.load.read_text())
+        print_table(data)
+        if args.write:
+            write(data)
+        return
     try:
         load_base("fashion-mnist")
     except UsageError:

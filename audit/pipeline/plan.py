@@ -99,6 +99,7 @@ def plan_items(experiment: ExperimentSpec, root: Path, shard: tuple[int, int] | 
             done = found.record if found.state in FINISHED else None  # else trained (again), then scored
             todo = to_score(run, done, names, {}) if found.state != "newer" else []
             families, missing = scale.scoring(run, todo)
+            families = {family: round(seconds, 3) for family, seconds in families.items()}
             item.update(measures_to_score=len(todo), score_seconds=round(sum(families.values()), 1),
                         score_families=families, not_estimated=missing, fits_cover=scale.coverage(run))
         items.append(item)

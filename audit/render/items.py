@@ -125,8 +125,9 @@ def print_score_plan(document: dict[str, Any], as_json: bool) -> None:
     total = (f"store {document['store']}: {estimate['computations']:,} measure values to compute on {len(rows)} of "
              f"{len(runs)} complete runs")
     if not rows:
-        out_console().print(f"store {document['store']}: nothing to compute: every measure is cached on its "
-                            f"{len(runs)} complete runs", highlight=False)
+        out_console().print(f"store {document['store']}: nothing to compute: " + (
+            f"every measure is cached on its {len(runs)} complete runs" if runs else "no complete run"),
+            highlight=False)
         return
     columns = ["run_id", "variant", "seed"] + (["model"] if len({r["model"] for r in runs}) > 1 else [])
     print_items(rows, False, [*columns, "to compute", "≈ s"])

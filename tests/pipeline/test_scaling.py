@@ -87,7 +87,7 @@ def test_run_plan_of_a_covered_model_is_the_fits_formula_at_this_rate(fits, tmp_
         assert run["estimate_from"] == scaling.FROM_FITS
         assert run["seconds_at_most"] == pytest.approx(7 * formula(fits, scaling.TRAIN, params, 1000), abs=0.06)
         assert run["measures_to_score"] == len(names) and run["not_estimated"] == []
-        assert sum(run["score_families"].values()) == pytest.approx(scoring, rel=1e-9)
+        assert sum(run["score_families"].values()) == pytest.approx(scoring, abs=0.01)  # each rounded to ms
     estimate = document["estimate"]
     assert estimate["matmul_gflops"] == HERE_RATE / 1e9 and estimate["fits"]["matmul_gflops"] == FIT_RATE / 1e9
     assert estimate["training_from"] == {scaling.FROM_FITS: 2, scaling.FROM_FLOPS: 0}
