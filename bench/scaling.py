@@ -22,8 +22,8 @@ is kept with the fits, and `audit run --plan` and `audit score --plan` scale the
 the rate of the machine they run on. Per quantity and axis the exponent k of seconds = c · size^k is fitted
 by least squares on log-log.
 
-    python bench/scaling.py              # about 10 minutes on 2 cores
-    python bench/scaling.py --quick      # a 1-2 minute smoke run (smaller axes, no alexnet-small)
+    python bench/scaling.py              # about 10 minutes on 2 quiet cores (20 on the loaded ones of the docs)
+    python bench/scaling.py --quick      # a smoke run: W = 64-256, 250-1,000 images, no alexnet-small
     python bench/scaling.py --write      # also rewrite docs/benchmarks.md's table and audit/pipeline/scaling.json
     OUT=/tmp python bench/scaling.py     # keeps the timings in $OUT/scaling.json (--load FILE --write writes them)
 """
@@ -66,7 +66,7 @@ NO_CHECKPOINTS = Operational(device="cpu", checkpoint_seconds=1e9)  # one write 
 SHAPE, CLASSES = (1, 28, 28), 10
 FULL = {"widths": (128, 256, 512, 1024, 2048), "sizes": (1000, 2000, 5000, 10000, 20000), "width": 256,
         "train_size": 5000, "own": ("alexnet-small",), "budget": 60.0}
-QUICK = {"widths": (128, 256, 512), "sizes": (500, 1000, 2000), "width": 128, "train_size": 500, "own": (),
+QUICK = {"widths": (64, 128, 256), "sizes": (250, 500, 1000), "width": 64, "train_size": 250, "own": (),
          "budget": 5.0}
 HEAVY = {name for name in measures.names() if measures.get(name).cost == "heavy"}
 FAMILY = {name: measures.get(name).family for name in measures.names()}
@@ -210,7 +210,9 @@ def measure(config: dict) -> dict:
     cache: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        time_run(spec_of("mlp-1x32", 500, 1), folder, heavy=True)  # first-use costs (thread pools, torch.func)
+        warm = time.perf_counter()
+        time_run(spec_of("mlp-1x32", 250, 1), folder, heavy=True)  # first-use costs (thread pools, torch.func)
+        print(f"  warmed up (one small run, every measure) in {time.perf_counter() - warm:.0f} s", file=sys.stderr)
         axes = {"params": run_axis(params_points, cache, folder, config, say),
                 "size": run_axis(size_points, cache, folder, config, say)}
         reference = cache[(f"mlp-1x{width}", size)]
@@ -220,7 +222,8 @@ def measure(config: dict) -> dict:
     undefined = {n: r for p in cache.values() for n, r in p["undefined"].items()
                  if all(n in q["undefined"] for q in cache.values() if n in q["seconds"])}
     return {"version": 1, "quick": False, "date": datetime.date.today().isoformat(),
-            "matmul_rate": rate, "matmul_rates": [before, after], "threads": torch.get_num_threads(),
+            "matmul_rate": rate, "matmul_rates": [before, after],
+            "point_rates": [p["rate"] for p in [*cache.values(), *own.values()]], "threads": torch.get_num_threads(),
             "torch": torch.__version__, "seconds": time.perf_counter() - start, "dataset": "fashion-mnist",
             "input_shape": list(SHAPE), "classes": CLASSES, "epochs": config["epochs"], "budget": config["budget"],
             "repeats": config["repeats"],
@@ -262,11 +265,15 @@ def rows(data: dict) -> list[tuple[str, ...]]:
 
 
 def notes(data: dict) -> list[str]:
-    """What the table does not show: where the heavy measures were timed, what was never defined, what was
-    not measured and why."""
+    """What the table does not show: how much the machine's speed drifted, where the heavy measures were timed,
+    what was never defined, what was not measured and why."""
     ref = data["reference"]
     heavy = data["heavy_points"]
-    lines = [f"reference run: {ref['model']} ({ref['params']:,} parameters) on {ref['train_size']:,} images; "
+    rates = data.get("point_rates") or data["matmul_rates"]
+    drift = [f"the matmul rate around the runs ranged over {min(rates) / 1e9:.0f}-{max(rates) / 1e9:.0f} GFLOP/s "
+             "(a loaded machine): single timings are noisy, and so are the exponents; rerun on a quiet machine"
+             ] if max(rates) > 1.5 * min(rates) else []
+    lines = [*drift,f"reference run: {ref['model']} ({ref['params']:,} parameters) on {ref['train_size']:,} images; "
              f"params axis mlp-1xW, W = {', '.join(map(str, data['axes']['params']['widths']))} on "
              f"{data['axes']['params']['train_size']:,} images; size axis {data['axes']['size']['model']} on "
              f"{', '.join(f'{n:,}' for n in data['axes']['size']['sizes'])} images; {data['epochs']} epoch(s)",
@@ -327,7 +334,7 @@ def write(data: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a 1-2 minute smoke run: smaller axes")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: smaller axes, no alexnet-small")
     parser.add_argument("--epochs", type=int, default=1, help="epochs each run trains (default 1)")
     parser.add_argument("--heavy-budget", type=float, help="seconds a run the heavy measures may take "
                                                            "(default 60, --quick 5)")
