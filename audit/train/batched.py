@@ -8,8 +8,9 @@ A run that stops (fitted, loss target, max epochs, diverged) is written and leav
 on undisturbed. Batching is operational: run ids, run files and resume states are those of sequential
 training, and a run can resume either way.
 
-It applies to SGD runs without batch norm, dropout or augmentation (their per-run state does not vmap);
-the rest train one at a time.
+It applies to SGD runs without batch norm, dropout or augmentation (their per-run state does not vmap). The
+trainer rule (batchable) also sends models with convolutions run by run: on the CPU, vmapped convolutions of a
+group are slower than the same runs one after another. The rest train one at a time.
 """
 
 from __future__ import annotations
@@ -45,22 +46,35 @@ CPU_EVAL_EXAMPLES = 1024  # examples per stacked-MLP evaluation chunk on the CPU
 GroupCallback = Callable[[int, int, float], None]
 
 
-def batchable(spec: RunSpec) -> bool:
-    """Whether the run can train inside a batched group."""
+def groupable(spec: RunSpec) -> bool:
+    """Whether the run can train inside a batched group at all: SGD without dropout, augmentation or batch norm
+    (their per-run state does not vmap)."""
     if spec.optimizer != "sgd" or spec.dropout > 0 or spec.augment != "none":
         return False
-    return not _has_batch_norm(spec.model)
+    return "batch-norm" not in layer_kinds(spec.model)
+
+
+def batchable(spec: RunSpec) -> bool:
+    """The trainer rule: whether a run trains batched (else run by run). A run that can train in a group does,
+    unless its model has a convolution: a vmapped convolution over a group's runs is slower than the runs one
+    after another (docs/benchmarks.md, the conv row of bench/train.py). The rule reads the spec only (its
+    optimizer, dropout, augmentation and the model's layers), never a timing or the device, so the same spec
+    always takes the same path; the path taken is recorded in the run file (`trainer`)."""
+    return groupable(spec) and "conv" not in layer_kinds(spec.model)
 
 
 @functools.lru_cache(maxsize=256)
-def _has_batch_norm(model_name: str) -> bool:
-    """Whether the model has batch norm (its per-run state does not vmap); built once per name (inception-v3
-    takes most of a second)."""
+def layer_kinds(model_name: str) -> frozenset[str]:
+    """The kinds of layer in the model that decide its trainer path: 'batch-norm', 'conv'. Built once per name
+    on a small input (inception-v3 takes most of a second)."""
     try:
         model = build_model(model_name, (1, 8, 8), 10)
-    except UsageError:  # a model for larger or RGB images only (inception-v3): it has batch norm anyway
-        return True
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    except UsageError:  # a model for larger or RGB images only (inception-v3): batch norm and convolutions
+        return frozenset({"batch-norm", "conv"})
+    modules = list(model.modules())
+    return frozenset({kind for kind, types in (("batch-norm", nn.modules.batchnorm._BatchNorm),
+                                               ("conv", nn.modules.conv._ConvNd))
+                      if any(isinstance(m, types) for m in modules)})
 
 
 def group_key(spec: RunSpec) -> tuple:
@@ -70,11 +84,12 @@ def group_key(spec: RunSpec) -> tuple:
 
 
 def groups_of(specs: list[RunSpec]) -> list[list[RunSpec]]:
-    """Batchable runs grouped by key (at most MAX_GROUP each), in first-appearance order; others alone."""
+    """Runs that can train in a group (groupable) grouped by key (at most MAX_GROUP each), in first-appearance
+    order; others alone. The caller decides which runs train batched (batchable, or the path a run recorded)."""
     keyed: dict[tuple, list[RunSpec]] = {}
     out: list[list[RunSpec]] = []
     for spec in specs:
-        if batchable(spec):
+        if groupable(spec):
             keyed.setdefault(group_key(spec), []).append(spec)
         else:
             out.append([spec])
@@ -106,7 +121,7 @@ def sgd_state(names: list[str], buffers: dict[str, torch.Tensor], spec: RunSpec)
 
 def train_group(specs: list[RunSpec], paths: list, ops: Operational = Operational(),
                 on_epoch: GroupCallback | None = None, locks: list | None = None) -> list[RunRecord]:
-    """Train a group of batchable runs together; runs already finished are returned as read."""
+    """Train a group of groupable runs together; runs already finished are returned as read."""
     device = resolve_device(ops.device)
     finished: dict[str, RunRecord] = {}
     members: list[Member] = []
