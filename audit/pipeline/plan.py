@@ -144,7 +144,7 @@ def plan_score(store: Path | None, measure: list[str], all_measures: bool, setti
             continue
         records.append(record)
         runs.append((record, to_score(record.spec, record, names, overrides, recompute, at)))
-    refuse_changed(changed_runs([r for r, todo in runs if r.status == "complete" and todo]), "score")
+    refuse_changed(changed_runs([r for r, _ in runs if r.status == "complete"]), "score")  # as score_runs does
     notes = check_reached(records, at, target.root)
     scale = scale or Scaling.here()
     items, families = [], {}
