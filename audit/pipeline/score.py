@@ -191,16 +191,21 @@ def _score_group(members: list[tuple[Path, RunRecord, list[str]]], settings: dic
     """Score a group's runs, each under its own lock (taken in path order), and write each; a run that cannot
     be scored gets its line in errors and keeps the record as read."""
     done: dict[Path, RunRecord] = {}
-    with ExitStack() as locks:
+    with ExitStack() as held:
         ready = []  # (path, record, todo, context)
+        locks: dict[Path, ExitStack] = {}  # each run's lock, let go as soon as its file is written
         for path, record, todo in sorted(members, key=lambda member: str(member[0])):
+            locks[path] = held.enter_context(ExitStack())
             try:
-                locks.enter_context(run_lock_waiting(path, LOCK_WAIT_SECONDS, poll_seconds=0.5))
+                locks[path].enter_context(run_lock_waiting(path, LOCK_WAIT_SECONDS, poll_seconds=0.5))
                 fresh, todo = _read_for_scoring(path, todo, settings, at, recompute)
                 done[path] = fresh
                 if todo:
                     ready.append((path, fresh, todo, context_for(fresh, ops, at)))
+                else:
+                    locks[path].close()
             except (RunLocked, WorkError, UsageError) as err:
+                locks[path].close()
                 _say(err, path, record, errors)
         for name in dict.fromkeys(name for *_, todo, _ in ready for name in todo):
             needing = [(record, ctx) for _, record, todo, ctx in ready if name in todo]
@@ -214,6 +219,7 @@ def _score_group(members: list[tuple[Path, RunRecord, list[str]]], settings: dic
                 raise
             except WorkError as err:
                 _say(err, path, record, errors)
+            locks[path].close()
             errors += [f"{path}: measure {key}: {entry['reason']}" for key, entry in record.measures.items()
                        if entry.get("failed") and key.split("@")[0] in todo]
     return done
