@@ -26,7 +26,8 @@ REFERENCE = "Martin & Mahoney 2021, Predicting trends in the quality of state-of
 def eigenvalues(weight: torch.Tensor) -> np.ndarray:
     """λ_i = σ_i² of the weight as a matrix M (conv reshaped to (out, in·k·k)), float64, descending: the
     eigenvalues of the smaller of MMᵀ and MᵀM by the symmetric eigensolver (at 512² some 10-30× faster than
-    torch's SVD on the CPU; exact to about 1e-16·λ_max, far below the fit's threshold)."""
+    torch's SVD on the CPU; the same values to about 1e-16·λ_max, far below the fit's threshold, so cached values
+    of the SVD's time stay valid and the measures keep their version)."""
     matrix = as_matrix(weight.detach()).double()
     gram = matrix @ matrix.T if matrix.shape[0] <= matrix.shape[1] else matrix.T @ matrix
     return torch.linalg.eigvalsh(gram).clamp_(min=0).flip(0).cpu().numpy()
@@ -108,7 +109,7 @@ def log10_or_inf(value: float) -> float:
 # accuracy, so a larger value claims a worse-generalizing (more complex) model: direction 1.
 # Invariance: α only depends on ratios of eigenvalues, but the absolute 1e-5 cutoff can drop eigenvalues of a
 # layer scaled by a small c, so it is not exactly invariant; α·log10 λ_max changes by 2·log10 c·(α_i − α_{i+1}).
-@measure("ww-alpha", family="spectra", version=2, needs=("weights",), direction=1, cost="instant", settings=MIN_EVALS,
+@measure("ww-alpha", family="spectra", needs=("weights",), direction=1, cost="instant", settings=MIN_EVALS,
          reference=REFERENCE,
          formula="mean over layers of α, the Clauset–Shalizi–Newman power-law MLE α = 1 + n/Σ ln(λ_i/xmin) on the "
                  "eigenvalues λ_i = σ_i(W)² above 1e-5 (conv W reshaped to (out, in·k·k)), xmin the eigenvalue "
@@ -122,7 +123,7 @@ def ww_alpha(ctx: Context, min_evals: int) -> float:
     return float(np.mean([layer["alpha"] for layer in layers]))
 
 
-@measure("ww-alpha-weighted", family="spectra", version=2, needs=("weights",), direction=1, cost="instant",
+@measure("ww-alpha-weighted", family="spectra", needs=("weights",), direction=1, cost="instant",
          settings=MIN_EVALS, reference=REFERENCE,
          formula="mean over the layers fitted for ww-alpha of α · log10 σ_max(W)² (conv W reshaped to "
                  "(out, in·k·k))")
@@ -133,21 +134,21 @@ def ww_alpha_weighted(ctx: Context, min_evals: int) -> float:
 
 # The three norm measures average over every layer (min_evals only gates the power-law fit), so the means
 # of log norms are exactly invariant: layer i gains 2·log10 c, layer i+1 loses it. Stable rank is a ratio.
-@measure("ww-log-spectral-norm", family="spectra", version=2, needs=("weights",), direction=1, cost="instant",
+@measure("ww-log-spectral-norm", family="spectra", needs=("weights",), direction=1, cost="instant",
          invariant=True, reference=REFERENCE,
          formula="mean over all layers of log10 σ_max(W)², conv W reshaped to (out, in·k·k), biases excluded")
 def ww_log_spectral_norm(ctx: Context) -> float:
     return float(np.mean([log10_or_inf(layer["spectral_norm"]) for layer in spectra(ctx)]))
 
 
-@measure("ww-stable-rank", family="spectra", version=2, needs=("weights",), direction=1, cost="instant", invariant=True,
+@measure("ww-stable-rank", family="spectra", needs=("weights",), direction=1, cost="instant", invariant=True,
          reference=REFERENCE,
          formula="mean over all layers of ‖W‖_F² / σ_max(W)², conv W reshaped to (out, in·k·k), biases excluded")
 def ww_stable_rank(ctx: Context) -> float:
     return float(np.mean([layer["stable_rank"] for layer in spectra(ctx)]))
 
 
-@measure("ww-log-norm", family="spectra", version=2, needs=("weights",), direction=1, cost="instant", invariant=True,
+@measure("ww-log-norm", family="spectra", needs=("weights",), direction=1, cost="instant", invariant=True,
          reference=REFERENCE,
          formula="mean over all layers of log10 ‖W‖_F², conv W reshaped to (out, in·k·k), biases excluded")
 def ww_log_norm(ctx: Context) -> float:
