@@ -87,6 +87,8 @@ for line in sys.stdin:
     if pid == 0:
         sys.stdin.close()
         os.environ.update(request["env"])
+        if "OMP_NUM_THREADS" in request["env"]:  # as a fresh process would read it (the fork has torch's pool)
+            torch.set_num_threads(int(request["env"]["OMP_NUM_THREADS"]))
         os.chdir(request["cwd"])
         for fd, path in ((1, request["out"]), (2, request["err"])):
             target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)

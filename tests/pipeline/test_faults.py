@@ -73,7 +73,9 @@ def test_two_concurrent_runs_train_every_run_once(tmp_path, zygote):
     args = ["run", "--model", "mlp-1x64", "--train-size", "300", "--variants",
             "true,corrupt:0.3,corrupt:0.6,random-labels,gaussian,shuffled-pixels", "--seeds", "1", "--epochs", "25",
             "--no-batch", "--measure", "l2", "--out", store]
-    (first, _, first_err), (second, _, second_err) = zygote.start(*args), zygote.start(*args)
+    # a torch thread each: two processes of two threads on two cores spin against each other
+    one = {"OMP_NUM_THREADS": "1"}
+    (first, _, first_err), (second, _, second_err) = zygote.start(*args, env=one), zygote.start(*args, env=one)
     codes = [zygote.wait(first), zygote.wait(second)]
     assert codes == [0, 0], [first_err.read_text(), second_err.read_text()]
     trainers = set()
