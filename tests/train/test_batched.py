@@ -50,7 +50,7 @@ DECAYED_EPOCHS = 60  # lr 0.03 · 0.9^60 ≈ 5e-5: the decayed run has stopped m
 @pytest.fixture
 def one_thread():
     """An MLP of width 64 on 400 images gains nothing from intra-op threads, and on a shared 2-core machine two
-    threads spin against each other (this test: about 500 s with two, 30 s with one, at load 4-6); restored after."""
+    threads spin against each other (this test: about 500 s with two, 45 s with one, at load 4-6); restored after."""
     import torch
 
     threads = torch.get_num_threads()
