@@ -3,7 +3,9 @@
   (a) a plain PyTorch loop, one run at a time, through a DataLoader over a TensorDataset (how the public
       reproductions train), with a train-accuracy evaluation per epoch;
   (b) audit, run by run (device-resident tensors, index batches, evaluation per epoch);
-  (c) audit, batched (the grid's runs as one vmapped model).
+  (c) audit, batched: audit's default, the trainer rule (audit/train/batched.py: batchable): plain MLPs and
+      other models without convolutions train as one stacked model, models with convolutions run by run;
+  (d) vmap (the conv grid only, to show what the rule avoids): the grid's runs forced into one vmapped group.
 
 The quick grid trains as the experiment does: every run until it fits (train accuracy on the whole train set,
 evaluated after every epoch, at the fit target) or its epoch budget; samples per second count the samples each
@@ -14,8 +16,9 @@ FLOPs per trained sample, forward = 2 × multiply-adds of the linear and conv la
 example of each evaluation of the train and test sets that the stopping rule and the learning curves need);
 "training FLOPs" counts the trained samples only, over the same time.
 
-    python bench/train.py                      # the quick grid (to fit) and the fig1-fashion grid (10 epochs)
+    python bench/train.py                      # quick (to fit), fig1-fashion (10 epochs), conv (1 epoch)
     python bench/train.py --grids quick
+    python bench/train.py --grids conv         # the conv row alone: alexnet-small on 5,000 Fashion-MNIST images
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import experiments  # noqa: E402
 from audit.data.fitted import build_run_data
 from audit.models.flops import matmul_rate, training_flops
 from audit.spec.run import RunSpec
-from audit.train.batched import train_group
+from audit.train.batched import batchable, groups_of, train_group
 from audit.train.device import Operational
 from audit.train.loop import train_run
 from audit.train.state import make_model, make_optimizer
@@ -47,9 +50,18 @@ from audit.train.state import make_model, make_optimizer
 NO_CHECKPOINTS = Operational(device="cpu", checkpoint_seconds=1e9)  # one write per run, at its end
 
 
+CONV_GRID = dict(model="alexnet-small", train_size=5000)  # the conv row: fig1-fashion's setup on a small CNN
+CONV_VARIANTS = ("true", "random-labels")  # of seed 0: two runs
+
+
 def grid(name: str, epochs: int | None) -> list[RunSpec]:
-    """The experiment's runs; with `epochs`, each trains exactly that many (fit target out of reach)."""
-    specs = experiments.load(name).expand()
+    """The experiment's runs (conv: two runs of fig1-fashion on alexnet-small and 5,000 images); with `epochs`,
+    each trains exactly that many (fit target out of reach)."""
+    if name == "conv":
+        specs = [dataclasses.replace(spec, **CONV_GRID) for spec in experiments.load("fig1-fashion").expand()
+                 if spec.variant in CONV_VARIANTS and spec.seed == 0]
+    else:
+        specs = experiments.load(name).expand()
     if epochs is None:
         return specs
     return [dataclasses.replace(spec, epochs=epochs, fit_target=1.0, loss_target=None) for spec in specs]
@@ -100,9 +112,21 @@ def audit_sequential(specs: list[RunSpec], folder: Path) -> Timing:
 
 
 def audit_batched(specs: list[RunSpec], folder: Path) -> Timing:
-    """(c): audit's batched training of the whole grid."""
+    """(c): audit's default: the runs the trainer rule batches trained in groups, the others run by run (what
+    `audit run` does)."""
     start = time.perf_counter()
-    records = train_group(specs, [folder / f"bat-{spec.run_id}.h5" for spec in specs], NO_CHECKPOINTS)
+    records = [train_run(spec, folder / f"bat-{spec.run_id}.h5", NO_CHECKPOINTS) for spec in specs
+               if not batchable(spec)]
+    for group in groups_of([spec for spec in specs if batchable(spec)]):
+        records += train_group(group, [folder / f"bat-{spec.run_id}.h5" for spec in group], NO_CHECKPOINTS)
+    return work_done(time.perf_counter() - start, records)
+
+
+def vmapped(specs: list[RunSpec], folder: Path) -> Timing:
+    """(d): the whole grid forced into one batched group, whatever the rule says (vmap for models other than
+    plain MLPs)."""
+    start = time.perf_counter()
+    records = train_group(specs, [folder / f"vmap-{spec.run_id}.h5" for spec in specs], NO_CHECKPOINTS)
     return work_done(time.perf_counter() - start, records)
 
 
@@ -119,10 +143,12 @@ def bench_grid(name: str, epochs: int | None, methods: list[str]) -> dict:
     train_flops = training_flops(make_model(specs[0], sample), sample.input_shape)
     evaluation_flops = train_flops / 3 * (len(sample.x_train) + len(sample.x_test))  # one pass over both sets
     result = {"grid": name, "runs": len(specs), "epochs": epochs or "to fit",
-              "batch_size": specs[0].batch_size, "model": specs[0].model}
+              "batch_size": specs[0].batch_size, "model": specs[0].model,
+              "trainer": "batched" if batchable(specs[0]) else "sequential"}
     runners = {"dataloader": lambda: dataloader_loop(specs),
                "sequential": lambda: audit_sequential(specs, folder),
-               "batched": lambda: audit_batched(specs, folder)}
+               "batched": lambda: audit_batched(specs, folder),
+               "vmap": lambda: vmapped(specs, folder)}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for method in methods:
@@ -135,7 +161,7 @@ def bench_grid(name: str, epochs: int | None, methods: list[str]) -> dict:
             result[f"{method}_samples_per_s"] = samples / seconds
             result[f"{method}_fraction_of_matmul"] = samples * train_flops / seconds / rate
             result[f"{method}_fraction_all"] = (samples * train_flops + evaluations * evaluation_flops) / seconds / rate
-    for method in ("sequential", "batched"):
+    for method in ("sequential", "batched", "vmap"):
         if f"{method}_samples_per_s" in result and "dataloader_samples_per_s" in result:
             result[f"{method}_over_dataloader"] = (result[f"{method}_samples_per_s"]
                                                    / result["dataloader_samples_per_s"])
@@ -144,18 +170,25 @@ def bench_grid(name: str, epochs: int | None, methods: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grids", default="quick,fig1-fashion")
-    parser.add_argument("--epochs", type=int, default=10, help="epochs per run on grids other than quick")
-    parser.add_argument("--methods", default="dataloader,sequential,batched")
+    parser.add_argument("--grids", default="quick,fig1-fashion,conv", help="of quick, fig1-fashion, conv")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs per run on fig1-fashion")
+    parser.add_argument("--conv-epochs", type=int, default=1, help="epochs per run on the conv grid")
+    parser.add_argument("--methods", default="dataloader,sequential,batched",
+                        help="of dataloader, sequential, batched, vmap (the conv grid adds vmap)")
     args = parser.parse_args()
     print(f"threads {torch.get_num_threads()}; each method against the 1024³ fp32 matmul rate measured just "
           "before and after it")
     results = []
     for name in args.grids.split(","):
-        row = bench_grid(name, None if name == "quick" else args.epochs, args.methods.split(","))
+        epochs = {"quick": None, "conv": args.conv_epochs}.get(name, args.epochs)
+        methods = args.methods.split(",")
+        if name == "conv" and "vmap" not in methods and args.methods == parser.get_default("methods"):
+            methods.append("vmap")
+        row = bench_grid(name, epochs, methods)
         results.append(row)
-        print(f"\n{name}: {row['runs']} runs of {row['model']}, epochs: {row['epochs']}, batch {row['batch_size']}")
-        for method in ("dataloader", "sequential", "batched"):
+        print(f"\n{name}: {row['runs']} runs of {row['model']}, epochs: {row['epochs']}, batch {row['batch_size']}, "
+              f"audit's trainer path: {row['trainer']}")
+        for method in ("dataloader", "sequential", "batched", "vmap"):
             if f"{method}_samples_per_s" in row:
                 ratio = row.get(f"{method}_over_dataloader")
                 print(f"  {method:11s} {row[f'{method}_samples_per_s']:>10,.0f} samples/s   "

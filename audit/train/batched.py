@@ -36,7 +36,7 @@ from audit.store.record import RunRecord
 from audit.testhooks import pause_point
 from audit.train import stacked_mlp
 from audit.train.device import Operational, autocast_for, resolve_device
-from audit.train.evaluate import EVAL_BATCH, Scores, evaluate_chunks
+from audit.train.evaluate import EVAL_BATCH, Scores, evaluate_chunks, evaluate_sets
 from audit.train.state import RunState, load_arrays, make_model, open_run
 
 MAX_GROUP = 64
@@ -226,8 +226,7 @@ def _evaluate_all(group: Group, active: list[int], device: torch.device) -> list
     if g.linear_names is not None:
         slots = {i: g.members[i].input_slot for i in active}
         layers = g.stacked(g.params)
-        return list(zip(_evaluate_stacked(layers, slots, g.x_slots, g.y_train),
-                        _evaluate_stacked(layers, slots, g.x_test_slots, g.y_test)))
+        return _evaluate_stacked(layers, slots, (g.x_slots, g.x_test_slots), (g.y_train, g.y_test))
     if device.type == "cpu":
         out = []
         for i in active:
@@ -266,6 +265,8 @@ def _epoch(group: Group, active: list[int], device: torch.device) -> list[float]
     sub_momentum = {k: v[index] for k, v in g.momentum.items()}
     slots_now, labels_now = g.slot_of[index], g.y_train[index]
     layers, layer_momenta = g.stacked(sub), g.stacked(sub_momentum)
+    # on the CPU, parts of the group whose activations stay in cache (bitwise the whole group at once)
+    part = stacked_mlp.runs_per_part(layers, batch_size) if device.type == "cpu" and layers else len(index)
     batch_sum = torch.zeros(len(index), device=device)
     half = (n // batch_size // 2) * batch_size
     for first_row in range(0, n, batch_size):
@@ -274,7 +275,7 @@ def _epoch(group: Group, active: list[int], device: torch.device) -> list[float]
         rows = perms[:, first_row:first_row + batch_size]
         inputs, labels = g.x_slots[slots_now[:, None], rows], labels_now.gather(1, rows)
         if g.linear_names is not None:
-            losses = stacked_mlp.sgd_step(layers, layer_momenta, inputs, labels, *hyper)
+            losses = stacked_mlp.sgd_step_in_parts(layers, layer_momenta, inputs, labels, *hyper, part)
         else:
             losses = _vmapped_sgd_step(g.batched_forward, sub, sub_buffers, sub_momentum, inputs, labels,
                                        lr, mu, decay, g.autocast)
@@ -355,30 +356,35 @@ def evaluate_params(model: nn.Module, state: tuple[dict, dict], x: torch.Tensor,
 
 
 @torch.no_grad()
-def _evaluate_stacked(layers: stacked_mlp.Layers, slot_of: dict[int, int], x_slots: torch.Tensor,
-                      y: torch.Tensor) -> list[Scores]:
-    """Stacked MLPs on their inputs and labels: layers and y hold the whole group (run axis first), slot_of maps
-    each run to score to its input slot. Runs that share inputs read one chunk through a broadcast view; the
-    others' chunks are gathered. Every batch holds at least two runs, so each run's arithmetic is the same
-    whatever its group (a broadcast view and a gathered copy give bitwise-equal products)."""
-    device = y.device
+def _evaluate_stacked(layers: stacked_mlp.Layers, slot_of: dict[int, int], x_sets: tuple[torch.Tensor, ...],
+                      y_sets: tuple[torch.Tensor, ...]) -> list[tuple[Scores, ...]]:
+    """Stacked MLPs on their train and test sets (x_sets: the input slots of each set, y_sets: the group's labels
+    for each, run axis first); layers hold the whole group and slot_of maps each run to score to its input slot.
+    Runs that share inputs read one chunk through a broadcast view; the others' chunks are gathered. Every batch
+    holds at least two runs, so each run's arithmetic is the same whatever its group (a broadcast view and a
+    gathered copy give bitwise-equal products). Each batch's weights are gathered once for both sets."""
+    device = y_sets[0].device
     chunk = CPU_EVAL_EXAMPLES if device.type == "cpu" else max(1, GROUP_EVAL_EXAMPLES // len(slot_of))
     by_slot: dict[int, list[int]] = {}
     for run, slot in slot_of.items():
         by_slot.setdefault(slot, []).append(run)
 
-    def broadcast(slot: int, k: int) -> Callable[[int, int], torch.Tensor]:
+    def broadcast(x_slots: torch.Tensor, slot: int, k: int) -> Callable[[int, int], torch.Tensor]:
         return lambda start, stop: x_slots[slot, start:stop].expand(k, *x_slots[slot, start:stop].shape)
 
-    batches = [(runs, broadcast(slot, len(runs))) for slot, runs in by_slot.items() if len(runs) > 1]
+    def gathered(x_slots: torch.Tensor, slots: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
+        return lambda start, stop: x_slots[slots, start:stop]
+
+    batches = [(runs, [broadcast(x, slot, len(runs)) for x in x_sets]) for slot, runs in by_slot.items() if len(runs) > 1]
     alone = _paired([runs[0] for runs in by_slot.values() if len(runs) == 1])
     if alone:
         alone_slots = torch.tensor([slot_of[run] for run in alone], device=device)
-        batches.append((alone, lambda start, stop: x_slots[alone_slots, start:stop]))
-    scores: dict[int, Scores] = {}
+        batches.append((alone, [gathered(x, alone_slots) for x in x_sets]))
+    scores: dict[int, tuple[Scores, ...]] = {}
     for runs, inputs in batches:
         index = torch.tensor(runs, device=device)
         group = [(weight[index], bias[index]) for weight, bias in layers]
-        scores.update(zip(runs, evaluate_chunks(lambda x_part: stacked_mlp.forward(group, x_part), inputs, y[index],
-                                                 chunk)))
+        per_set = evaluate_sets(lambda x_part: stacked_mlp.forward(group, x_part),
+                                [(read, y[index]) for read, y in zip(inputs, y_sets)], chunk)
+        scores.update(zip(runs, zip(*per_set)))
     return [scores[run] for run in slot_of]

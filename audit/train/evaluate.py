@@ -59,6 +59,61 @@ def evaluate_chunks(forward: Callable[[torch.Tensor], torch.Tensor], inputs: Cal
     return [(loss / n, correct / n, top5 / n if has_top5 else None) for loss, correct, top5, has_top5 in rows]
 
 
+SCORE_BYTES = 1 << 26  # logits held for one pass of evaluate_sets' per-example scores (64 MiB)
+Piece = tuple[int, int, int, torch.Tensor]  # set number, first and last example (exclusive), the chunk's logits
+
+
+@torch.no_grad()
+def evaluate_sets(forward: Callable[[torch.Tensor], torch.Tensor],
+                  sets: list[tuple[Callable[[int, int], torch.Tensor], torch.Tensor]], chunk: int,
+                  autocast: contextlib.AbstractContextManager | None = None) -> list[list[Scores]]:
+    """evaluate_chunks of several sets of the same runs (their train and test sets), set by set, bitwise, in
+    fewer passes: each set is cut into the same chunks, each chunk goes through forward alone, and each chunk's
+    float32 loss sum is added in float64 in chunk order, as there; but the per-example losses, hits and top-5
+    hits are computed for many chunks at once (up to SCORE_BYTES of their logits), not chunk by chunk.
+    sets: (inputs(start, stop), y) per set, y shaped as evaluate_chunks takes it, every y with the same lead."""
+    lead = sets[0][1].shape[:-1]
+    totals = [torch.zeros((4, *lead), device=y.device, dtype=torch.float64) for _, y in sets]
+    pending: list[Piece] = []
+    for number, (inputs, y) in enumerate(sets):
+        for start in range(0, y.shape[-1], chunk):
+            with autocast or contextlib.nullcontext():
+                logits = forward(inputs(start, start + chunk)).float()
+            pending.append((number, start, min(start + chunk, y.shape[-1]), logits))
+            if sum(piece[3].numel() for piece in pending) * 4 >= SCORE_BYTES:
+                _score(pending, sets, totals)
+                pending = []
+    if pending:
+        _score(pending, sets, totals)
+    out = []
+    for (_, y), sums in zip(sets, totals):
+        n = y.shape[-1]
+        out.append([(loss / n, correct / n, top5 / n if has_top5 else None)
+                    for loss, correct, top5, has_top5 in sums.reshape(4, -1).T.tolist()])
+    return out
+
+
+def _score(pending: list[Piece], sets: list[tuple[Callable, torch.Tensor]], totals: list[torch.Tensor]) -> None:
+    """Add the pieces' scores to their sets' totals: evaluate_chunks' sums, in its order."""
+    logits = torch.cat([piece[3] for piece in pending], -2) if len(pending) > 1 else pending[0][3]
+    target = torch.cat([sets[number][1][..., start:stop] for number, start, stop, _ in pending], -1)
+    losses = F.cross_entropy(logits.flatten(0, -2), target.flatten(), reduction="none").view(target.shape)
+    hits = logits.argmax(-1) == target
+    top5 = (logits > logits.gather(-1, target.unsqueeze(-1))).sum(-1) < 5 if logits.shape[-1] >= 5 else None
+    offset = 0
+    for number in dict.fromkeys(piece[0] for piece in pending):  # a set's pieces are consecutive
+        widths = [stop - start for n, start, stop, _ in pending if n == number]
+        bounds = [offset + sum(widths[:i]) for i in range(len(widths) + 1)]
+        chunk_sums = torch.stack([losses[..., a:b].sum(-1) for a, b in zip(bounds, bounds[1:])], -1).double()
+        sums, part = totals[number], slice(bounds[0], bounds[-1])
+        sums[0] = torch.cat([sums[0].unsqueeze(-1), chunk_sums], -1).cumsum(-1)[..., -1]  # in order, as +=
+        sums[1] += hits[..., part].sum(-1)
+        if top5 is not None:
+            sums[2] += top5[..., part].sum(-1)
+            sums[3] = 1
+        offset = bounds[-1]
+
+
 def evaluate_full(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = EVAL_BATCH,
                   autocast: contextlib.AbstractContextManager | None = None, rank: int = 0,
                   world: int = 1) -> Scores:

@@ -162,6 +162,31 @@ def test_stacked_mlp_step_is_torch_sgd_on_autograd_gradients(seed):
             torch.testing.assert_close(layers[number][1][r], model.get_submodule(name).bias.detach())
 
 
+@pytest.mark.parametrize("runs, part", [(7, 3), (5, 2), (4, 4), (6, 5)])
+def test_a_step_in_parts_is_bitwise_the_step_of_the_whole_group(runs, part):
+    """sgd_step_in_parts (parts of the group that stay in cache, a last run never alone) leaves every run's
+    weights, momenta and loss bitwise where sgd_step on the whole group does, over several steps."""
+    import torch
+
+    from audit.train import stacked_mlp
+
+    generator = torch.Generator().manual_seed(runs * 10 + part)
+    shapes = [(16, 12), (10, 16)]
+    layers = [(torch.randn(runs, o, i, generator=generator), torch.randn(runs, o, generator=generator))
+              for o, i in shapes]
+    momenta = [(torch.zeros_like(w), torch.zeros_like(b)) for w, b in layers]
+    twin = [(w.clone(), b.clone()) for w, b in layers]
+    twin_momenta = [(w.clone(), b.clone()) for w, b in momenta]
+    lr = torch.rand(runs, generator=generator) / 5
+    for _ in range(3):
+        x, y = torch.randn(runs, 9, 12, generator=generator), torch.randint(0, 10, (runs, 9), generator=generator)
+        whole = stacked_mlp.sgd_step(layers, momenta, x, y, lr, 0.9, 1e-3)
+        parted = stacked_mlp.sgd_step_in_parts(twin, twin_momenta, x, y, lr, 0.9, 1e-3, part)
+        assert torch.equal(whole, parted)
+    for (w, b), (w2, b2) in zip(layers + momenta, twin + twin_momenta):
+        assert torch.equal(w, w2) and torch.equal(b, b2)
+
+
 def test_stacked_mlp_forward_and_which_models_qualify():
     import torch
     from torch import nn

@@ -1,0 +1,38 @@
+"""evaluate_sets (a group's train and test sets in one pass) gives evaluate_chunks' numbers, bitwise."""
+
+import pytest
+import torch
+
+from audit.train import evaluate as ev
+from audit.train import stacked_mlp
+from audit.train.evaluate import evaluate_chunks, evaluate_sets
+
+
+@pytest.mark.parametrize("runs, sizes, chunk, classes, budget", [
+    (3, (1347, 450), 1024, 10, ev.SCORE_BYTES),  # digits-like: a tail chunk in each set
+    (5, (1025, 7), 1024, 10, ev.SCORE_BYTES),  # tails of one and seven examples
+    (2, (300, 300), 64, 3, ev.SCORE_BYTES),  # under 5 classes: no top-5
+    (4, (2000, 999), 256, 10, 4 * 10 * 4 * 300),  # a small score budget: many passes, a set split across them
+    (0, (513, 100), 128, 10, ev.SCORE_BYTES),  # one run: labels (examples,), no run axis
+])
+def test_evaluate_sets_equals_evaluate_chunks_set_by_set(monkeypatch, runs, sizes, chunk, classes, budget):
+    monkeypatch.setattr(ev, "SCORE_BYTES", budget)
+    generator = torch.Generator().manual_seed(runs + chunk)
+    k = max(runs, 1)
+    layers = [(torch.randn(k, 32, 20, generator=generator), torch.randn(k, 32, generator=generator)),
+              (torch.randn(k, classes, 32, generator=generator), torch.randn(k, classes, generator=generator))]
+    lead = (runs,) if runs else ()
+    xs = [torch.randn(n, 20, generator=generator) for n in sizes]
+    ys = [torch.randint(0, classes, (*lead, n), generator=generator) for n in sizes]
+
+    def forward(x):
+        out = stacked_mlp.forward(layers, x if runs else x.unsqueeze(0))
+        return out if runs else out[0]
+
+    def reader(x):
+        return lambda start, stop: x[start:stop].expand(k, *x[start:stop].shape) if runs else x[start:stop]
+
+    together = evaluate_sets(forward, [(reader(x), y) for x, y in zip(xs, ys)], chunk)
+    alone = [evaluate_chunks(forward, reader(x), y, chunk) for x, y in zip(xs, ys)]
+    assert together == alone  # floats compared exactly
+    assert len(together[0]) == k and (together[0][0][2] is None) == (classes < 5)
