@@ -14,7 +14,9 @@ PROCEDURE_FIELDS = ("model", "optimizer", "lr", "lr_decay", "momentum", "weight_
                     "fit_target", "loss_target", "augment", "dropout", "batchnorm")
 
 
-VERSION = 2  # 2: refits of a stackable procedure train together (the stacked-MLP step), not one by one
+# 2: refits of a stackable procedure train together (the stacked-MLP step), not one by one;
+# 3: MLP specs with batchnorm=true (the default; an MLP has no batch norm) stack too: version 2 refitted them alone
+VERSION = 3
 
 
 def cache_key(ctx: Context, draws: int, seed: int) -> str:

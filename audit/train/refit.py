@@ -22,8 +22,9 @@ REFIT_EVAL_EXAMPLES = 1024  # examples per evaluation chunk (activations near th
 
 
 def stackable(spec: RunSpec, model: torch.nn.Module) -> bool:
-    return (spec.optimizer == "sgd" and spec.dropout == 0 and spec.augment == "none" and not spec.batchnorm
-            and stacked_mlp.linear_names(model) is not None)
+    """SGD without augmentation on a plain MLP (the model as built: `batchnorm` adds no layer to an MLP, and
+    dropout adds Dropout layers, which linear_names refuses)."""
+    return spec.optimizer == "sgd" and spec.augment == "none" and stacked_mlp.linear_names(model) is not None
 
 
 def fit_labels_group(spec: RunSpec, jobs: list[Job]) -> list[float]:
@@ -60,10 +61,11 @@ def _stacked(spec: RunSpec, jobs: list[Job], models: list[torch.nn.Module]) -> l
         x_now, y_now = x[index], y[index]
         batch_sum = torch.zeros(len(index), device=x.device)
         lr = learning_rate(spec, epoch)
+        part = stacked_mlp.runs_per_part(sub, spec.batch_size) if x.device.type == "cpu" else len(index)
         for first in range(0, n, spec.batch_size):
             chosen = perms[:, first:first + spec.batch_size]
-            batch_sum += stacked_mlp.sgd_step(sub, sub_momenta, x_now[rows, chosen], y_now[rows, chosen], lr,
-                                              spec.momentum, spec.weight_decay)
+            batch_sum += stacked_mlp.sgd_step_in_parts(sub, sub_momenta, x_now[rows, chosen], y_now[rows, chosen],
+                                                       lr, spec.momentum, spec.weight_decay, part)
         epoch += 1
         for (w, b), (sw, sb), (mw, mb), (smw, smb) in zip(layers, sub, momenta, sub_momenta):
             w[index], b[index], mw[index], mb[index] = sw, sb, smw, smb

@@ -20,7 +20,13 @@ def jobs(count: int, n: int = 120):
 SPEC = RunSpec(model="mlp-1x64", epochs=4, lr=0.05, batch_size=32)
 
 
-def test_refits_together_equal_each_alone_bitwise():
+def no_sequential_refit(*args):
+    raise AssertionError("a stackable refit went through the sequential loop")
+
+
+def test_refits_together_equal_each_alone_bitwise(monkeypatch):
+    assert SPEC.batchnorm  # the default, which adds no layer to an MLP: it stacks
+    monkeypatch.setattr(refit, "fit_labels", no_sequential_refit)
     group = jobs(4)
     together = refit.fit_labels_group(SPEC, group)
     assert together == [refit.fit_labels_group(SPEC, [job])[0] for job in group]
@@ -28,9 +34,11 @@ def test_refits_together_equal_each_alone_bitwise():
     assert len(set(together)) > 1 and all(0.4 < a < 1.0 for a in together)  # 4 epochs: not fitted, not chance
 
 
-def test_stacked_refits_follow_the_sequential_loop():
+def test_stacked_refits_follow_the_sequential_loop(monkeypatch):
     group = jobs(3)
-    stacked = refit.fit_labels_group(SPEC, group)
+    with monkeypatch.context() as patch:
+        patch.setattr(refit, "fit_labels", no_sequential_refit)
+        stacked = refit.fit_labels_group(SPEC, group)
     sequential = [fit_labels(SPEC, *job) for job in group]
     assert stacked == pytest.approx(sequential, abs=2 / 120)  # the same SGD up to float rounding
 
@@ -41,7 +49,8 @@ def test_refits_stop_each_at_its_own_epoch():
     assert all(a >= 0.9 for a in accuracies)
 
 
-def test_a_procedure_that_does_not_stack_refits_one_by_one():
-    spec = dataclasses.replace(SPEC, optimizer="adam", lr=0.01)
+@pytest.mark.parametrize("change", [dict(optimizer="adam", lr=0.01), dict(dropout=0.2)])
+def test_a_procedure_that_does_not_stack_refits_one_by_one(change):
+    spec = dataclasses.replace(SPEC, **change)
     group = jobs(2)
     assert refit.fit_labels_group(spec, group) == [fit_labels(spec, *job) for job in group]
