@@ -28,10 +28,13 @@ case), with the relative error of the power iteration's σ.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from statistics import median
 
@@ -144,7 +147,9 @@ def peers(repeats: int, probes: int) -> dict:
 
     def peer(task):  # noqa: ANN001, ANN202
         torch.manual_seed(0)
-        out = task(hessian(model, criterion, data=(x, y), cuda=False))
+        with warnings.catch_warnings():  # its backward(create_graph=True) warns of the cycle cleared below
+            warnings.simplefilter("ignore", UserWarning)
+            out = task(hessian(model, criterion, data=(x, y), cuda=False))
         for p in model.parameters():
             p.grad = None  # PyHessian's backward(create_graph=True) leaves a graph in .grad
         return out
@@ -231,20 +236,27 @@ def weightwatcher_peer(repeats: int) -> dict:
     ours = min(timed(lambda: measures.compute(model, names))[1] for _ in range(repeats))
     values = measures.compute(model, names)
     row = {"ours_seconds": ours, "ours": {n: values[n].value for n in names}}
-    print(f"\nww-* (5 measures) on mlp-2x512: ours {ours:.3f} s", end="")
-    try:
-        import logging
+    head = f"\nww-* (5 measures) on mlp-2x512: ours {ours:.3f} s"
+    quiet = contextlib.ExitStack()  # WeightWatcher prints on import, construction and analysis
+    quiet.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    quiet.enter_context(contextlib.redirect_stderr(io.StringIO()))
+    with quiet:
+        try:
+            import logging
 
-        import weightwatcher
-    except ImportError:
-        print("; weightwatcher is not installed (pip install weightwatcher): the peer row is skipped")
+            import weightwatcher
+        except ImportError:
+            weightwatcher = None
+    if weightwatcher is None:
+        print(f"{head}; weightwatcher is not installed (pip install weightwatcher): the peer row is skipped")
         return row
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)
-    watcher = weightwatcher.WeightWatcher(model=model)
-    peer = min(timed(lambda: watcher.analyze())[1] for _ in range(repeats))
-    details = watcher.analyze()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        watcher = weightwatcher.WeightWatcher(model=model)
+        peer = min(timed(lambda: watcher.analyze())[1] for _ in range(repeats))
+        details = watcher.analyze()
     row.update(peer_seconds=peer, ratio=peer / ours, peer_alpha=float(details["alpha"].mean()))
-    print(f"; WeightWatcher analyze() {peer:.3f} s; ratio {peer / ours:.2f}; mean alpha ours "
+    print(f"{head}; WeightWatcher analyze() {peer:.3f} s; ratio {peer / ours:.2f}; mean alpha ours "
           f"{values['ww-alpha'].value:.3f}, WeightWatcher {row['peer_alpha']:.3f}")
     return row
 
