@@ -41,7 +41,8 @@ from audit.train.state import RunState, load_arrays, make_model, open_run
 
 MAX_GROUP = 64
 GROUP_EVAL_EXAMPLES = 16384  # examples of all runs per vmapped evaluation chunk (GPU)
-CPU_EVAL_EXAMPLES = 1024  # examples per stacked-MLP evaluation chunk on the CPU (activations near the cache)
+CPU_EVAL_EXAMPLES = 256  # examples per stacked-MLP evaluation chunk on the CPU (fixed: it sets the loss sums' rounding)
+EVAL_PART_BYTES = 1 << 21  # activations of one part of runs evaluated together on the CPU (speed only)
 
 GroupCallback = Callable[[int, int, float], None]
 
@@ -369,22 +370,24 @@ def _evaluate_stacked(layers: stacked_mlp.Layers, slot_of: dict[int, int], x_set
     for run, slot in slot_of.items():
         by_slot.setdefault(slot, []).append(run)
 
-    def broadcast(x_slots: torch.Tensor, slot: int, k: int) -> Callable[[int, int], torch.Tensor]:
-        return lambda start, stop: x_slots[slot, start:stop].expand(k, *x_slots[slot, start:stop].shape)
+    def broadcast(slot: int) -> Callable[[int, int], list[Callable[[int, int], torch.Tensor]]]:
+        return lambda a, b: [lambda start, stop, x=x: x[slot, start:stop].expand(b - a, *x[slot, start:stop].shape)
+                             for x in x_sets]
 
-    def gathered(x_slots: torch.Tensor, slots: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
-        return lambda start, stop: x_slots[slots, start:stop]
+    def gathered(slots: torch.Tensor) -> Callable[[int, int], list[Callable[[int, int], torch.Tensor]]]:
+        return lambda a, b: [lambda start, stop, x=x: x[slots[a:b], start:stop] for x in x_sets]
 
-    batches = [(runs, [broadcast(x, slot, len(runs)) for x in x_sets]) for slot, runs in by_slot.items() if len(runs) > 1]
+    batches = [(runs, broadcast(slot)) for slot, runs in by_slot.items() if len(runs) > 1]
     alone = _paired([runs[0] for runs in by_slot.values() if len(runs) == 1])
     if alone:
-        alone_slots = torch.tensor([slot_of[run] for run in alone], device=device)
-        batches.append((alone, [gathered(x, alone_slots) for x in x_sets]))
+        batches.append((alone, gathered(torch.tensor([slot_of[run] for run in alone], device=device))))
     scores: dict[int, tuple[Scores, ...]] = {}
-    for runs, inputs in batches:
-        index = torch.tensor(runs, device=device)
-        group = [(weight[index], bias[index]) for weight, bias in layers]
-        per_set = evaluate_sets(lambda x_part: stacked_mlp.forward(group, x_part),
-                                [(read, y[index]) for read, y in zip(inputs, y_sets)], chunk)
-        scores.update(zip(runs, zip(*per_set)))
+    part = stacked_mlp.runs_per_part(layers, chunk, EVAL_PART_BYTES) if device.type == "cpu" else len(slot_of)
+    for runs, readers in batches:
+        for a, b in stacked_mlp.parts(len(runs), part):  # parts whose activations stay in cache (CPU)
+            index = torch.tensor(runs[a:b], device=device)
+            group = [(weight[index], bias[index]) for weight, bias in layers]
+            per_set = evaluate_sets(lambda x_part: stacked_mlp.forward(group, x_part),
+                                    [(read, y[index]) for read, y in zip(readers(a, b), y_sets)], chunk)
+            scores.update(zip(runs[a:b], zip(*per_set)))
     return [scores[run] for run in slot_of]

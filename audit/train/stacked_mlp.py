@@ -87,10 +87,20 @@ def sgd_step(layers: Layers, momenta: Layers, x: torch.Tensor, y: torch.Tensor, 
     return losses
 
 
-def runs_per_part(layers: Layers, batch: int) -> int:
-    """How many runs' activations of a step (batch × the widest layer) fit in STEP_PART_BYTES; at least 2."""
+def runs_per_part(layers: Layers, batch: int, budget: int | None = None) -> int:
+    """How many runs' activations (batch × the widest layer, fp32) fit in budget (default STEP_PART_BYTES);
+    at least 2."""
     widest = max(max(weight.shape[-2], weight.shape[-1]) for weight, _ in layers)
-    return max(2, STEP_PART_BYTES // (batch * widest * 4))
+    return max(2, (budget or STEP_PART_BYTES) // (batch * widest * 4))
+
+
+def parts(runs: int, part: int) -> list[tuple[int, int]]:
+    """Consecutive (first, last + 1) of `part` runs each, a last run never alone (it joins the part before it:
+    a batched product of one matrix takes another code path and rounds differently)."""
+    cuts = list(range(0, runs, part))
+    if len(cuts) > 1 and runs - cuts[-1] < 2:
+        cuts.pop()
+    return list(zip(cuts, cuts[1:] + [runs]))
 
 
 def sgd_step_in_parts(layers: Layers, momenta: Layers, x: torch.Tensor, y: torch.Tensor, lr: PerRun,
@@ -99,11 +109,8 @@ def sgd_step_in_parts(layers: Layers, momenta: Layers, x: torch.Tensor, y: torch
     product of one matrix rounds otherwise), so that each part's activations stay in cache: on small inputs a
     step is bound by the passes over its activations, and this is 1.5× faster there (docs/benchmarks.md).
     Bitwise sgd_step on all the runs at once: every run's products, passes and reductions are its own."""
-    runs = x.shape[0]
-    cuts = list(range(0, runs, part))
-    if len(cuts) > 1 and runs - cuts[-1] < 2:
-        cuts.pop()
-    if len(cuts) == 1:
+    pieces = parts(x.shape[0], part)
+    if len(pieces) == 1:
         return sgd_step(layers, momenta, x, y, lr, momentum, weight_decay)
 
     def pick(value: PerRun, a: int, b: int) -> PerRun:
@@ -111,7 +118,7 @@ def sgd_step_in_parts(layers: Layers, momenta: Layers, x: torch.Tensor, y: torch
 
     losses = [sgd_step([(w[a:b], c[a:b]) for w, c in layers], [(w[a:b], c[a:b]) for w, c in momenta], x[a:b],
                        y[a:b], pick(lr, a, b), pick(momentum, a, b), pick(weight_decay, a, b))
-              for a, b in zip(cuts, cuts[1:] + [runs])]
+              for a, b in pieces]
     return torch.cat(losses)
 
 

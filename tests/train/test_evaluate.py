@@ -36,3 +36,24 @@ def test_evaluate_sets_equals_evaluate_chunks_set_by_set(monkeypatch, runs, size
     alone = [evaluate_chunks(forward, reader(x), y, chunk) for x, y in zip(xs, ys)]
     assert together == alone  # floats compared exactly
     assert len(together[0]) == k and (together[0][0][2] is None) == (classes < 5)
+
+
+def test_a_group_evaluated_in_parts_of_runs_gives_each_run_its_numbers(monkeypatch):
+    """_evaluate_stacked on the CPU cuts a batch of runs into parts whose activations stay in cache: parts of
+    any size give every run bitwise the scores of the whole batch at once, shared and gathered inputs alike."""
+    from audit.train import batched
+
+    generator = torch.Generator().manual_seed(3)
+    runs = 7
+    layers = [(torch.randn(runs, 32, 20, generator=generator), torch.randn(runs, 32, generator=generator)),
+              (torch.randn(runs, 10, 32, generator=generator), torch.randn(runs, 10, generator=generator))]
+    x_sets = (torch.randn(3, 700, 20, generator=generator), torch.randn(3, 300, 20, generator=generator))
+    y_sets = (torch.randint(0, 10, (runs, 700), generator=generator), torch.randint(0, 10, (runs, 300), generator=generator))
+    slot_of = {0: 0, 1: 0, 2: 0, 3: 0, 4: 0, 5: 1, 6: 2}  # five runs share inputs, two have their own
+    whole = batched._evaluate_stacked(layers, slot_of, x_sets, y_sets)
+    monkeypatch.setattr(batched, "EVAL_PART_BYTES", 2 * batched.CPU_EVAL_EXAMPLES * 32 * 4)  # parts of two runs
+    assert batched._evaluate_stacked(layers, slot_of, x_sets, y_sets) == whole
+    monkeypatch.setattr(batched, "EVAL_PART_BYTES", 1 << 40)  # one part
+    assert batched._evaluate_stacked(layers, slot_of, x_sets, y_sets) == whole
+    alone = batched._evaluate_stacked(layers, {5: 1}, x_sets, y_sets)  # a lone run, computed as a pair
+    assert alone == [whole[5]]
