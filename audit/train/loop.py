@@ -27,7 +27,7 @@ from audit.store.record import RunRecord
 from audit.testhooks import pause_point
 from audit.train.ddp import sync_batchnorm
 from audit.train.device import Operational, autocast_for, ddp_world, has_conv, resolve_device
-from audit.train.evaluate import evaluate, evaluate_full, learning_rate, stop_reason
+from audit.train.evaluate import eval_batch_for, evaluate, evaluate_full, learning_rate, stop_reason
 from audit.train.state import load_arrays, make_optimizer, open_run, state_arrays
 
 EpochCallback = Callable[[int, int, float], None]
@@ -126,9 +126,11 @@ def train_run(spec: RunSpec, path: Path, ops: Operational = Operational(),
     augmenter = make_augmenter(spec.augment, spec.preprocess, data.augment_source().to(device), data.input_shape[-1],
                                state.augment_rng)
 
+    eval_batch = eval_batch_for(model, x_train[:1])
+
     def evaluate_both() -> tuple[tuple[float, float], tuple[float, float]]:
-        *train, train_top5 = evaluate_full(model, x_train, y_train, autocast=autocast, rank=rank, world=world)
-        *test, test_top5 = evaluate_full(model, x_test, y_test, autocast=autocast, rank=rank, world=world)
+        *train, train_top5 = evaluate_full(model, x_train, y_train, eval_batch, autocast, rank, world)
+        *test, test_top5 = evaluate_full(model, x_test, y_test, eval_batch, autocast, rank, world)
         state.top5 = (train_top5, test_top5)
         return tuple(train), tuple(test)
 

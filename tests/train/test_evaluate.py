@@ -57,3 +57,23 @@ def test_a_group_evaluated_in_parts_of_runs_gives_each_run_its_numbers(monkeypat
     assert batched._evaluate_stacked(layers, slot_of, x_sets, y_sets) == whole
     alone = batched._evaluate_stacked(layers, {5: 1}, x_sets, y_sets)  # a lone run, computed as a pair
     assert alone == [whole[5]]
+
+
+def test_the_evaluation_chunk_follows_the_largest_layer_output():
+    """eval_batch_for: EVAL_BATCH while the widest layer's output of a chunk stays within
+    EVAL_ACTIVATION_BYTES, else the largest power of two that does (at least 64), decided on the model alone;
+    the model's mode and outputs are left as they were."""
+    from torch import nn
+
+    from audit.models.registry import build_model
+
+    assert ev.EVAL_ACTIVATION_BYTES == 32 << 20 and ev.EVAL_BATCH == 8192
+    mlp = build_model("mlp-1x512", (1, 8, 8), 10, seed=0)
+    assert ev.eval_batch_for(mlp, torch.randn(5, 1, 8, 8)) == 8192  # 2 KiB an example: 16,384 fit
+    assert ev.eval_batch_for(build_model("mlp-1x4096", (1, 8, 8), 10), torch.randn(1, 1, 8, 8)) == 2048  # 16 KiB
+    conv = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 32 * 32, 10))
+    conv.train()
+    assert ev.eval_batch_for(conv, torch.randn(2, 1, 32, 32)) == 1024  # 8×32×32 floats: 32 KiB an example
+    assert conv.training
+    wide = nn.Sequential(nn.Conv2d(1, 512, 3, padding=1), nn.Flatten(), nn.Linear(512 * 32 * 32, 2))
+    assert ev.eval_batch_for(wide, torch.randn(1, 1, 32, 32)) == 64  # 2 MiB an example: the floor
