@@ -16,7 +16,7 @@ FLOPs per trained sample, forward = 2 × multiply-adds of the linear and conv la
 example of each evaluation of the train and test sets that the stopping rule and the learning curves need);
 "training FLOPs" counts the trained samples only, over the same time.
 
-    python bench/train.py                      # quick (to fit), fig1-fashion (10 epochs), conv (1 epoch)
+    python bench/train.py                      # quick (to fit), fig1-fashion (10 epochs), conv (2 epochs)
     python bench/train.py --grids quick
     python bench/train.py --grids conv         # the conv row alone: alexnet-small on 5,000 Fashion-MNIST images
 """
@@ -172,7 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grids", default="quick,fig1-fashion,conv", help="of quick, fig1-fashion, conv")
     parser.add_argument("--epochs", type=int, default=10, help="epochs per run on fig1-fashion")
-    parser.add_argument("--conv-epochs", type=int, default=1, help="epochs per run on the conv grid")
+    parser.add_argument("--conv-epochs", type=int, default=2, help="epochs per run on the conv grid")
     parser.add_argument("--methods", default="dataloader,sequential,batched",
                         help="of dataloader, sequential, batched, vmap (the conv grid adds vmap)")
     args = parser.parse_args()
