@@ -40,7 +40,8 @@ from audit.train.evaluate import EVAL_BATCH, Scores, evaluate_chunks, evaluate_s
 from audit.train.state import RunState, load_arrays, make_model, open_run
 
 MAX_GROUP = 64
-GROUP_EVAL_EXAMPLES = 16384  # examples of all runs per vmapped evaluation chunk (GPU)
+GPU_EVAL_EXAMPLES = 16384 // MAX_GROUP  # examples per run and evaluation chunk on a GPU (fixed: a run's loss
+# sums must not round with the size of its group)
 CPU_EVAL_EXAMPLES = 256  # examples per stacked-MLP evaluation chunk on the CPU (fixed: it sets the loss sums' rounding)
 EVAL_PART_BYTES = 1 << 21  # activations of one part of runs evaluated together on the CPU (speed only)
 
@@ -242,7 +243,7 @@ def _evaluate_all(group: Group, active: list[int], device: torch.device) -> list
     def scores(x: torch.Tensor, y: torch.Tensor) -> list[Scores]:
         return evaluate_chunks(lambda x_part: g.batched_forward(*now, x_part),
                                lambda start, stop: x[slots_now, start:stop], y[index],
-                               max(1, GROUP_EVAL_EXAMPLES // len(index)), g.autocast)
+                               GPU_EVAL_EXAMPLES, g.autocast)
 
     return list(zip(scores(g.x_slots, g.y_train), scores(g.x_test_slots, g.y_test)))[:len(active)]
 
@@ -365,7 +366,7 @@ def _evaluate_stacked(layers: stacked_mlp.Layers, slot_of: dict[int, int], x_set
     holds at least two runs, so each run's arithmetic is the same whatever its group (a broadcast view and a
     gathered copy give bitwise-equal products). Each batch's weights are gathered once for both sets."""
     device = y_sets[0].device
-    chunk = CPU_EVAL_EXAMPLES if device.type == "cpu" else max(1, GROUP_EVAL_EXAMPLES // len(slot_of))
+    chunk = CPU_EVAL_EXAMPLES if device.type == "cpu" else GPU_EVAL_EXAMPLES
     by_slot: dict[int, list[int]] = {}
     for run, slot in slot_of.items():
         by_slot.setdefault(slot, []).append(run)
