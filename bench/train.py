@@ -14,7 +14,9 @@ same work. The achieved FLOP rate is given as a fraction of this machine's matmu
 the same thread count, measured in the same run): "all FLOPs" counts every pass the method made (3 × forward
 FLOPs per trained sample, forward = 2 × multiply-adds of the linear and conv layers, and one forward pass per
 example of each evaluation of the train and test sets that the stopping rule and the learning curves need);
-"training FLOPs" counts the trained samples only, over the same time.
+"training FLOPs" counts the trained samples only, over the same time. Every run's data (subset, variant,
+preprocessing, fingerprints) is built once before any clock starts and handed to every method alike; its
+seconds per run are printed beside the grid.
 
     python bench/train.py                      # quick (to fit), fig1-fashion (10 epochs), conv (2 epochs)
     python bench/train.py --grids quick
@@ -39,9 +41,10 @@ from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import experiments  # noqa: E402
-from audit.data.fitted import build_run_data
+from audit.data.fitted import RunData, build_run_data
 from audit.models.flops import matmul_rate, training_flops
 from audit.spec.run import RunSpec
+from audit.train import state
 from audit.train.batched import batchable, groups_of, train_group
 from audit.train.device import Operational
 from audit.train.loop import train_run
@@ -74,7 +77,7 @@ def dataloader_loop(specs: list[RunSpec]) -> Timing:
     """(a): the usual loop, with the same stopping rule and an evaluation after every epoch."""
     start, samples, evaluations = time.perf_counter(), 0, 0
     for spec in specs:
-        data = build_run_data(spec)
+        data = built(spec)
         model = make_model(spec, data)
         optimizer = make_optimizer(spec, model)
         dataset = TensorDataset(data.x_train, data.y_train)
@@ -130,21 +133,36 @@ def vmapped(specs: list[RunSpec], folder: Path) -> Timing:
     return work_done(time.perf_counter() - start, records)
 
 
-def prepare(specs: list[RunSpec]) -> None:
-    """Load the datasets and build every run's data once, so that no method pays the first load."""
+BUILT: dict[str, RunData] = {}  # every run's data, built before the clocks start
+
+
+def prepare(specs: list[RunSpec]) -> float:
+    """Build every run's data (subset, variant, preprocessing, fingerprints) once, before any method is timed,
+    and hand the same data to every method: the methods are compared on training, and data building is the same
+    work whichever trains. Returns the seconds of building per run (printed beside the rows)."""
+    build_run_data(specs[0])  # the first load of the dataset's files is not building
+    start = time.perf_counter()
     for spec in specs:
-        build_run_data(spec)
+        BUILT[spec.run_id] = build_run_data(spec)
+    return (time.perf_counter() - start) / len(specs)
+
+
+def built(spec: RunSpec, *args: object, **kwargs: object) -> RunData:
+    return BUILT[spec.run_id] if spec.run_id in BUILT else build_run_data(spec, *args, **kwargs)
+
+
+state.build_run_data = built  # audit's trainers (open_run) read the prepared data too
 
 
 def bench_grid(name: str, epochs: int | None, methods: list[str]) -> dict:
     specs = grid(name, epochs)
-    prepare(specs)
-    sample = build_run_data(specs[0])
+    build_seconds = prepare(specs)
+    sample = built(specs[0])
     train_flops = training_flops(make_model(specs[0], sample), sample.input_shape)
     evaluation_flops = train_flops / 3 * (len(sample.x_train) + len(sample.x_test))  # one pass over both sets
     result = {"grid": name, "runs": len(specs), "epochs": epochs or "to fit",
               "batch_size": specs[0].batch_size, "model": specs[0].model,
-              "trainer": "batched" if batchable(specs[0]) else "sequential"}
+              "trainer": "batched" if batchable(specs[0]) else "sequential", "data_build_s_per_run": build_seconds}
     runners = {"dataloader": lambda: dataloader_loop(specs),
                "sequential": lambda: audit_sequential(specs, folder),
                "batched": lambda: audit_batched(specs, folder),
@@ -187,7 +205,8 @@ def main() -> None:
         row = bench_grid(name, epochs, methods)
         results.append(row)
         print(f"\n{name}: {row['runs']} runs of {row['model']}, epochs: {row['epochs']}, batch {row['batch_size']}, "
-              f"audit's trainer path: {row['trainer']}")
+              f"audit's trainer path: {row['trainer']}; building each run's data took "
+              f"{row['data_build_s_per_run']:.3f} s, before the clocks")
         for method in ("dataloader", "sequential", "batched", "vmap"):
             if f"{method}_samples_per_s" in row:
                 ratio = row.get(f"{method}_over_dataloader")

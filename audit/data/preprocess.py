@@ -20,7 +20,7 @@ def preprocess(kind: str, x_train: torch.Tensor, x_test: torch.Tensor,
 def standardize(x_train: torch.Tensor, x_test: torch.Tensor, clean_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mean = clean_train.mean(dim=(0, 2, 3), keepdim=True)
     std = clean_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-8)
-    return (x_train - mean) / std, (x_test - mean) / std
+    return torch.sub(x_train, mean).div_(std), torch.sub(x_test, mean).div_(std)  # in place: one allocation each
 
 
 def imagenet_preprocessing(kind: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor]] | None:

@@ -63,7 +63,7 @@ def gaussian_images(count: int, like: torch.Tensor, seed: int) -> torch.Tensor:
     mean = like.mean(dim=(0, 2, 3), keepdim=True)
     std = like.std(dim=(0, 2, 3), keepdim=True)
     noise = torch.randn((count, *like.shape[1:]), generator=_generator(seed))
-    return noise * std + mean
+    return noise.mul_(std).add_(mean)
 
 
 def apply_variant(spec: RunSpec, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
