@@ -187,6 +187,21 @@ def test_a_step_in_parts_is_bitwise_the_step_of_the_whole_group(runs, part):
         assert torch.equal(w, w2) and torch.equal(b, b2)
 
 
+@pytest.mark.parametrize("threads, budget, expected", [(2, 5, 4), (2, 6, 6), (2, 1, 2), (4, 5, 4), (4, 9, 8),
+                                                       (4, 2, 4), (1, 5, 5), (3, 7, 6)])
+def test_a_step_part_is_a_multiple_of_the_thread_count(monkeypatch, threads, budget, expected):
+    """runs_per_part: as many runs as the budget holds (here `budget` runs' activations), rounded down to a
+    multiple of the threads and at least max(2, threads): a part of 5 on 2 threads idles one for its last run."""
+    import torch
+
+    from audit.train import stacked_mlp
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    layers = [(torch.zeros(1, 30, 20), torch.zeros(1, 30)), (torch.zeros(1, 10, 30), torch.zeros(1, 10))]
+    per_run = 8 * 30 * 4  # a batch of 8 × the widest layer (30), fp32
+    assert stacked_mlp.runs_per_part(layers, 8, budget * per_run + per_run // 2) == expected
+
+
 def test_stacked_mlp_forward_and_which_models_qualify():
     import torch
     from torch import nn
