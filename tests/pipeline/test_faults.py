@@ -73,8 +73,12 @@ def test_two_concurrent_runs_train_every_run_once(tmp_path, zygote):
     args = ["run", "--model", "mlp-1x64", "--train-size", "300", "--variants",
             "true,corrupt:0.3,corrupt:0.6,random-labels,gaussian,shuffled-pixels", "--seeds", "1", "--epochs", "25",
             "--no-batch", "--measure", "l2", "--out", store]
-    # a torch thread each: two processes of two threads on two cores spin against each other
-    one = {"OMP_NUM_THREADS": "1"}
+    # a torch thread each: two processes of two threads on two cores spin against each other. Each waits, half-way
+    # through the first epoch it trains, until the other is half-way through one too: both hold a run at once
+    # whichever the scheduler started first (runs this small can otherwise all go to the first process)
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    one = {"OMP_NUM_THREADS": "1", "AUDIT_MEET_AT": "mid-epoch:1", "AUDIT_MEET_DIR": str(meet), "AUDIT_MEET_COUNT": "2"}
     (first, _, first_err), (second, _, second_err) = zygote.start(*args, env=one), zygote.start(*args, env=one)
     codes = [zygote.wait(first), zygote.wait(second)]
     assert codes == [0, 0], [first_err.read_text(), second_err.read_text()]
@@ -87,6 +91,7 @@ def test_two_concurrent_runs_train_every_run_once(tmp_path, zygote):
     assert len(list((store / "runs").glob("*.h5"))) == 6
     assert not list((store / "runs").glob("*.lock"))
     assert len(trainers) == 2  # both processes trained some runs, no run twice
+    assert len(list(meet.iterdir())) == 2
 
 
 def test_a_full_disk_stops_with_a_clear_message_and_leaves_the_store_as_it_was(tmp_path, monkeypatch):
