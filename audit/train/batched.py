@@ -34,16 +34,13 @@ from audit.models.registry import build_model
 from audit.spec.run import RunSpec
 from audit.store.record import RunRecord
 from audit.testhooks import pause_point
-from audit.train import stacked_mlp
+from audit.train import cpu_mlp, mlp_eval, stacked_mlp
 from audit.train.device import Operational, autocast_for, resolve_device
-from audit.train.evaluate import EVAL_BATCH, Scores, evaluate_chunks, evaluate_sets
+from audit.train.evaluate import EVAL_BATCH, Scores, evaluate_chunks
+from audit.train.mlp_eval import GPU_EVAL_EXAMPLES
 from audit.train.state import RunState, load_arrays, make_model, open_run
 
 MAX_GROUP = 64
-GPU_EVAL_EXAMPLES = 16384 // MAX_GROUP  # examples per run and evaluation chunk on a GPU (fixed: a run's loss
-# sums must not round with the size of its group)
-CPU_EVAL_EXAMPLES = 256  # examples per stacked-MLP evaluation chunk on the CPU (fixed: it sets the loss sums' rounding)
-EVAL_PART_BYTES = 1 << 21  # activations of one part of runs evaluated together on the CPU (speed only)
 
 GroupCallback = Callable[[int, int, float], None]
 
@@ -228,7 +225,7 @@ def _evaluate_all(group: Group, active: list[int], device: torch.device) -> list
     if g.linear_names is not None:
         slots = {i: g.members[i].input_slot for i in active}
         layers = g.stacked(g.params)
-        return _evaluate_stacked(layers, slots, (g.x_slots, g.x_test_slots), (g.y_train, g.y_test))
+        return mlp_eval.evaluate(layers, slots, (g.x_slots, g.x_test_slots), (g.y_train, g.y_test))
     if device.type == "cpu":
         out = []
         for i in active:
@@ -236,7 +233,7 @@ def _evaluate_all(group: Group, active: list[int], device: torch.device) -> list
             out.append((evaluate_params(g.template, one, g.x_slots[g.slot_of[i]], g.y_train[i], g.autocast),
                         evaluate_params(g.template, one, g.x_test_slots[g.slot_of[i]], g.y_test[i], g.autocast)))
         return out
-    index = torch.tensor(_paired(active), device=device)
+    index = torch.tensor(stacked_mlp.paired(active), device=device)
     now = ({k: v[index] for k, v in g.params.items()}, {k: v[index] for k, v in g.buffers.items()})
     slots_now = g.slot_of[index]
 
@@ -252,16 +249,18 @@ def _epoch(group: Group, active: list[int], device: torch.device) -> list[float]
     """One epoch of every active run, each in its own order and with its own schedule; returns each run's sum
     of minibatch losses."""
     g, members = group, group.members
-    index = torch.tensor(_paired(active), device=device)
+    if g.linear_names is not None and cpu_mlp.applies(g.stacked(g.params), device):
+        return _epoch_run_by_run(group, active)
+    index = torch.tensor(stacked_mlp.paired(active), device=device)
     hyper_lists = ([members[i].state.lr() for i in active], [members[i].state.spec.momentum for i in active],
                    [members[i].state.spec.weight_decay for i in active])
-    lr, mu, decay = (torch.tensor(_paired(values), device=device) for values in hyper_lists)
+    lr, mu, decay = (torch.tensor(stacked_mlp.paired(values), device=device) for values in hyper_lists)
     # floats where every run shares the value: the fused fast path of the stacked MLP step
     hyper = [values[0] if min(values) == max(values) else tensor
              for values, tensor in zip(hyper_lists, (lr, mu, decay))]
     n, batch_size = g.x_slots.shape[1], members[0].state.spec.batch_size
     perms = torch.stack([torch.randperm(n, generator=members[i].state.order) for i in active]).to(device)
-    perms = perms[_paired(list(range(len(active))))]  # a lone run's copy: the same order, drawn once
+    perms = perms[stacked_mlp.paired(list(range(len(active))))]  # a lone run's copy: the same order, drawn once
     sub = {k: v[index].detach().requires_grad_(g.linear_names is None) for k, v in g.params.items()}
     sub_buffers = {k: v[index] for k, v in g.buffers.items()}
     sub_momentum = {k: v[index] for k, v in g.momentum.items()}
@@ -289,6 +288,23 @@ def _epoch(group: Group, active: list[int], device: torch.device) -> list[float]
             g.params[name][index] = sub[name].detach()
             g.momentum[name][index] = sub_momentum[name]
     return batch_sum.tolist()
+
+
+@torch.no_grad()
+def _epoch_run_by_run(group: Group, active: list[int]) -> list[float]:
+    """_epoch of plain MLPs under cpu_mlp's rule: run-major, each run on its own oneDNN products, its stacked
+    weights and momenta trained in place (views); the same orders drawn as the stacked path draws them."""
+    g, members, sums = group, group.members, []
+    for position, i in enumerate(active):
+        if position == len(active) // 2:
+            pause_point("mid-epoch")
+        state = members[i].state
+        order = torch.randperm(g.y_train.shape[1], generator=state.order).to(g.y_train.device)
+        sums.append(cpu_mlp.epoch([(w[i], b[i]) for w, b in g.stacked(g.params)],
+                                  [(w[i], b[i]) for w, b in g.stacked(g.momentum)], g.x_slots[members[i].input_slot],
+                                  g.y_train[i], order, state.spec.batch_size, state.lr(), state.spec.momentum,
+                                  state.spec.weight_decay))
+    return sums
 
 
 def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[torch.Tensor], ops: Operational,
@@ -329,12 +345,6 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
                      min(accuracies))
 
 
-def _paired(items: list) -> list:
-    """A lone run is computed as a pair of copies: a batched product of one matrix takes another code path
-    (threaded inside the product) and rounds differently, and a run must not depend on its group."""
-    return items if len(items) > 1 else items * 2
-
-
 def _vmapped_sgd_step(batched_forward: Callable, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
                       momentum: dict[str, torch.Tensor], inputs: torch.Tensor, labels: torch.Tensor, lr: torch.Tensor,
                       mu: torch.Tensor, decay: torch.Tensor, autocast: object) -> torch.Tensor:
@@ -357,40 +367,3 @@ def evaluate_params(model: nn.Module, state: tuple[dict, dict], x: torch.Tensor,
     """One run's parameters and buffers on (x, y), through the one evaluation: what a run trained alone gets."""
     return evaluate_chunks(lambda inputs: functional_call(model, state, (inputs,)), lambda start, stop: x[start:stop],
                            y, EVAL_BATCH, autocast)[0]
-
-
-@torch.no_grad()
-def _evaluate_stacked(layers: stacked_mlp.Layers, slot_of: dict[int, int], x_sets: tuple[torch.Tensor, ...],
-                      y_sets: tuple[torch.Tensor, ...]) -> list[tuple[Scores, ...]]:
-    """Stacked MLPs on their train and test sets (x_sets: the input slots of each set, y_sets: the group's labels
-    for each, run axis first); layers hold the whole group and slot_of maps each run to score to its input slot.
-    Runs that share inputs read one chunk through a broadcast view; the others' chunks are gathered. Every batch
-    holds at least two runs, so each run's arithmetic is the same whatever its group (a broadcast view and a
-    gathered copy give bitwise-equal products). Each batch's weights are gathered once for both sets."""
-    device = y_sets[0].device
-    chunk = CPU_EVAL_EXAMPLES if device.type == "cpu" else GPU_EVAL_EXAMPLES
-    by_slot: dict[int, list[int]] = {}
-    for run, slot in slot_of.items():
-        by_slot.setdefault(slot, []).append(run)
-
-    def broadcast(slot: int) -> Callable[[int, int], list[Callable[[int, int], torch.Tensor]]]:
-        return lambda a, b: [lambda start, stop, x=x: x[slot, start:stop].expand(b - a, *x[slot, start:stop].shape)
-                             for x in x_sets]
-
-    def gathered(slots: torch.Tensor) -> Callable[[int, int], list[Callable[[int, int], torch.Tensor]]]:
-        return lambda a, b: [lambda start, stop, x=x: x[slots[a:b], start:stop] for x in x_sets]
-
-    batches = [(runs, broadcast(slot)) for slot, runs in by_slot.items() if len(runs) > 1]
-    alone = _paired([runs[0] for runs in by_slot.values() if len(runs) == 1])
-    if alone:
-        batches.append((alone, gathered(torch.tensor([slot_of[run] for run in alone], device=device))))
-    scores: dict[int, tuple[Scores, ...]] = {}
-    part = stacked_mlp.runs_per_part(layers, chunk, EVAL_PART_BYTES) if device.type == "cpu" else len(slot_of)
-    for runs, readers in batches:
-        for a, b in stacked_mlp.parts(len(runs), part):  # parts whose activations stay in cache (CPU)
-            index = torch.tensor(runs[a:b], device=device)
-            group = [(weight[index], bias[index]) for weight, bias in layers]
-            per_set = evaluate_sets(lambda x_part: stacked_mlp.forward(group, x_part),
-                                    [(read, y[index]) for read, y in zip(readers(a, b), y_sets)], chunk)
-            scores.update(zip(runs[a:b], zip(*per_set)))
-    return [scores[run] for run in slot_of]

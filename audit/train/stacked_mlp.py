@@ -87,6 +87,12 @@ def sgd_step(layers: Layers, momenta: Layers, x: torch.Tensor, y: torch.Tensor, 
     return losses
 
 
+def paired(items: list) -> list:
+    """A lone run is computed as a pair of copies: a batched product of one matrix takes another code path
+    (threaded inside the product) and rounds differently, and a run must not depend on its group."""
+    return items if len(items) > 1 else items * 2
+
+
 def runs_per_part(layers: Layers, batch: int, budget: int | None = None) -> int:
     """How many runs' activations (batch × the widest layer, fp32) fit in budget (default STEP_PART_BYTES),
     rounded down to a multiple of the thread count: a CPU batched product shares its matrices out among the

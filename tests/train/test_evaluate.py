@@ -38,10 +38,16 @@ def test_evaluate_sets_equals_evaluate_chunks_set_by_set(monkeypatch, runs, size
     assert len(together[0]) == k and (together[0][0][2] is None) == (classes < 5)
 
 
-def test_a_group_evaluated_in_parts_of_runs_gives_each_run_its_numbers(monkeypatch):
-    """_evaluate_stacked on the CPU cuts a batch of runs into parts whose activations stay in cache: parts of
-    any size give every run bitwise the scores of the whole batch at once, shared and gathered inputs alike."""
-    from audit.train import batched
+@pytest.mark.parametrize("path", ["stacked", "run-by-run"])
+def test_a_group_evaluated_in_parts_of_runs_gives_each_run_its_numbers(monkeypatch, path):
+    """mlp_eval.evaluate on the CPU cuts a batch of runs into parts whose activations stay in cache: parts of
+    any size give every run bitwise the scores of the whole batch at once, shared and gathered inputs alike, on
+    the stacked products and on cpu_mlp's run-by-run ones (which agree to float rounding)."""
+    from audit.train import cpu_mlp, mlp_eval
+
+    if path == "run-by-run" and not cpu_mlp.available():
+        pytest.skip("this PyTorch build has no oneDNN")
+    monkeypatch.setattr(cpu_mlp, "PER_RUN_MACS", 0 if path == "run-by-run" else 1 << 40)
 
     generator = torch.Generator().manual_seed(3)
     runs = 7
@@ -50,13 +56,17 @@ def test_a_group_evaluated_in_parts_of_runs_gives_each_run_its_numbers(monkeypat
     x_sets = (torch.randn(3, 700, 20, generator=generator), torch.randn(3, 300, 20, generator=generator))
     y_sets = (torch.randint(0, 10, (runs, 700), generator=generator), torch.randint(0, 10, (runs, 300), generator=generator))
     slot_of = {0: 0, 1: 0, 2: 0, 3: 0, 4: 0, 5: 1, 6: 2}  # five runs share inputs, two have their own
-    whole = batched._evaluate_stacked(layers, slot_of, x_sets, y_sets)
-    monkeypatch.setattr(batched, "EVAL_PART_BYTES", 2 * batched.CPU_EVAL_EXAMPLES * 32 * 4)  # parts of two runs
-    assert batched._evaluate_stacked(layers, slot_of, x_sets, y_sets) == whole
-    monkeypatch.setattr(batched, "EVAL_PART_BYTES", 1 << 40)  # one part
-    assert batched._evaluate_stacked(layers, slot_of, x_sets, y_sets) == whole
-    alone = batched._evaluate_stacked(layers, {5: 1}, x_sets, y_sets)  # a lone run, computed as a pair
+    whole = mlp_eval.evaluate(layers, slot_of, x_sets, y_sets)
+    monkeypatch.setattr(mlp_eval, "EVAL_PART_BYTES", 2 * mlp_eval.CPU_EVAL_EXAMPLES * 32 * 4)  # parts of two runs
+    assert mlp_eval.evaluate(layers, slot_of, x_sets, y_sets) == whole
+    monkeypatch.setattr(mlp_eval, "EVAL_PART_BYTES", 1 << 40)  # one part
+    assert mlp_eval.evaluate(layers, slot_of, x_sets, y_sets) == whole
+    alone = mlp_eval.evaluate(layers, {5: 1}, x_sets, y_sets)  # a lone run, computed as a pair
     assert alone == [whole[5]]
+    monkeypatch.setattr(cpu_mlp, "PER_RUN_MACS", 1 << 40 if path == "run-by-run" else 0)
+    for ours, other in zip(whole, mlp_eval.evaluate(layers, slot_of, x_sets, y_sets)):  # the other path
+        for (loss, accuracy, top5), (loss2, accuracy2, top5_2) in zip(ours, other):
+            assert abs(loss - loss2) <= 1e-5 * loss and accuracy == accuracy2 and top5 == top5_2
 
 
 def test_the_evaluation_chunk_follows_the_largest_layer_output():
