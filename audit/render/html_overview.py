@@ -28,7 +28,8 @@ def machine_lines(records: list[RunRecord]) -> list[str]:
     report was written."""
     shared, mixed = [], []
     for key, label in (("device", "device"), ("host", "host"), ("threads", "threads"), ("trainer", "trainer"),
-                       ("audit_version", "audit"), ("torch_version", "torch"), ("python_version", "python")):
+                       ("products", "products"), ("audit_version", "audit"), ("torch_version", "torch"),
+                       ("python_version", "python")):
         counts = Counter(str(r.attrs[key]) for r in records if r.attrs.get(key) is not None)
         if len(counts) == 1:
             shared.append(f"{label} {next(iter(counts))}")

@@ -1,7 +1,9 @@
 """Batched grid training: runs of one architecture and data size train together as one batched model.
 
 The runs' parameters are stacked (torch.func.stack_module_state). Plain MLPs train through fused batched
-matrix products (audit/stacked_mlp.py); other models through one vmapped functional_call and autograd. Each
+matrix products (audit/train/stacked_mlp.py), or on the CPU, from cpu_mlp's size on, run by run through
+oneDNN's (audit/train/cpu_mlp.py; recorded as `products`); other models through one vmapped
+functional_call and autograd. Each
 run keeps its own inputs, labels, data order, seed, learning-rate schedule, momentum and
 weight decay, and the SGD update is PyTorch's (d = g + λw; b = μb + d; w = w − ηb) on the stacked tensors.
 A run that stops (fitted, loss target, max epochs, diverged) is written and leaves the group; the others go
@@ -312,6 +314,9 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
     group = _stack(members, slots, test_slots, ops, device)
     n, batch_size = group.x_slots.shape[1], members[0].state.spec.batch_size
     active = list(range(len(members)))
+    run_by_run = group.linear_names is not None and cpu_mlp.applies(group.stacked(group.params), device)
+    for member in members:  # which products trained the run (its bits depend on them)
+        member.state.record.attrs["products"] = "onednn" if run_by_run else "torch"
     for i, (train, test) in zip(active, _evaluate_all(group, active, device)):
         state = members[i].state
         state.top5 = (train[2], test[2])

@@ -33,6 +33,7 @@ def test_weights_after_three_epochs_match_sequential_training(tmp_path):
     for i, (spec, record) in enumerate(zip(specs, batched)):
         alone = train_run(spec, tmp_path / f"s{i}.h5", OPS)
         assert record.attrs["epochs"] == alone.attrs["epochs"] == 3
+        assert read_run(tmp_path / f"b{i}.h5").attrs["products"] == "torch"  # stacked: below cpu_mlp's size
         for name, value in alone.final.items():
             scale = np.abs(value).max()
             assert np.abs(record.final[name] - value).max() <= 1e-4 * scale, (spec.variant, name)

@@ -78,6 +78,7 @@ def test_a_run_trains_bitwise_the_same_in_any_group(tmp_path, run_by_run):
     specs = small_grid(epochs=2, fit_target=1.0)
     whole = train_group(specs, [tmp_path / f"w{i}.h5" for i in range(len(specs))], OPS)
     assert read_run(tmp_path / "w0.h5").attrs["trainer"] == "batched"
+    assert read_run(tmp_path / "w0.h5").attrs["products"] == "onednn"
     for i in (0, 3, len(specs) - 1):  # true labels, gaussian inputs, per-run hyperparameters
         alone = train_group([specs[i]], [tmp_path / f"a{i}.h5"], OPS)[0]
         for name, value in alone.final.items():
