@@ -83,7 +83,7 @@ def sgd_step(layers: Layers, momenta: Layers, x: torch.Tensor, y: torch.Tensor, 
             for param, buffer, gradient in ((weight, weight_m, linear(delta.t(), before.t(), None)),
                                             (bias, bias_m, delta.sum(0))):
                 if momentum:
-                    buffer.mul_(momentum).add_(gradient)
+                    torch.add(gradient, buffer, alpha=momentum, out=buffer)
                 else:  # SGD without momentum ignores the buffer's old content
                     buffer.copy_(gradient)
                 if weight_decay:
