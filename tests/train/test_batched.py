@@ -79,9 +79,8 @@ def test_full_training_gives_the_same_outcomes(tmp_path, one_thread):
     assert decayed.attrs["epochs"] == DECAYED_EPOCHS and not decayed.fitted
 
 
-def test_a_run_checkpointed_in_a_group_resumes_alone(tmp_path):
-    specs = small_grid(epochs=4)[:3]
-    paths = [tmp_path / f"b{i}.h5" for i in range(3)]
+def interrupted_after_epoch_2(specs, paths):
+    """Train the group until its epoch-2 callback, which raises (as a kill would stop it there)."""
 
     class Kill(Exception):
         pass
@@ -92,6 +91,12 @@ def test_a_run_checkpointed_in_a_group_resumes_alone(tmp_path):
 
     with pytest.raises(Kill):
         train_group(specs, paths, OPS, on_epoch=stop_at_2)
+
+
+def test_a_run_checkpointed_in_a_group_resumes_alone(tmp_path):
+    specs = small_grid(epochs=4)[:3]
+    paths = [tmp_path / f"b{i}.h5" for i in range(3)]
+    interrupted_after_epoch_2(specs, paths)
     assert read_run(paths[2]).status == "running" and read_run(paths[2]).attrs["epochs"] == 2
     resumed = train_run(specs[2], paths[2], OPS)
     straight = train_group([specs[2]], [tmp_path / "c.h5"], OPS)[0]

@@ -11,7 +11,7 @@ from audit.train import cpu_mlp, stacked_mlp
 from audit.train.batched import train_group
 from audit.train.device import Operational
 from audit.train.loop import train_run
-from tests.train.test_batched import small_grid
+from tests.train.test_batched import interrupted_after_epoch_2, small_grid
 
 OPS = Operational(checkpoint_seconds=0)
 needs_onednn = pytest.mark.skipif(not cpu_mlp.available(), reason="this PyTorch build has no oneDNN")
@@ -106,16 +106,8 @@ def test_a_run_checkpointed_run_by_run_resumes_bitwise(tmp_path, run_by_run):
     """Stopped after epoch 2 of 4 and resumed in a group of its own: bitwise the run trained straight through."""
     specs = small_grid(epochs=4, fit_target=1.0)[:3]
     paths = [tmp_path / f"b{i}.h5" for i in range(3)]
-
-    class Kill(Exception):
-        pass
-
-    def stop_at_2(epoch, epochs, acc):
-        if epoch == 2:
-            raise Kill
-
-    with pytest.raises(Kill):
-        train_group(specs, paths, OPS, on_epoch=stop_at_2)
+    interrupted_after_epoch_2(specs, paths)
+    assert read_run(paths[2]).status == "running" and read_run(paths[2]).attrs["epochs"] == 2
     resumed = train_group([specs[2]], [paths[2]], OPS)[0]
     straight = train_group([specs[2]], [tmp_path / "c.h5"], OPS)[0]
     assert resumed.attrs["epochs"] == 4 and resumed.attrs["resumed"] == 1
