@@ -1,9 +1,10 @@
 """Plain MLPs of a group on the CPU, one run after another, through oneDNN's fp32 products.
 
 PyTorch's CPU matmul is MKL's, and MKL takes its AVX2 code on AMD processors: on the Zen 5 EPYC of
-docs/benchmarks.md a 1024³ fp32 product runs at 190-220 GFLOP/s through torch.matmul and at 430-460 through
+docs/benchmarks.md a 1024³ fp32 product runs at 190-225 GFLOP/s through torch.matmul and at 460-500 through
 oneDNN (the library PyTorch ships for its fused CPU kernels, reached through the `mkldnn::_linear_pointwise`
-op that torch.compile uses for CPU linears). On Intel processors the two are about equal. This module makes
+op that torch.compile uses for CPU linears). On Intel processors MKL takes its AVX-512 code, and the two
+should be about equal there (not measured yet). This module makes
 each run's products 2-D oneDNN linears (bias and ReLU fused) and the group trains run-major: a run's whole
 epoch, then the next run's, so that its weights and momenta stay in cache between steps.
 
