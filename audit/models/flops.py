@@ -6,8 +6,8 @@ training FLOPs = 3 × forward FLOPs (the backward pass costs about twice the for
 
 from __future__ import annotations
 
-import functools
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -45,27 +45,18 @@ def training_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 def matmul_rate(size: int = 1024, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                repeats: int = 10, kernel: str = "torch") -> float:
-    """FLOP/s of a size³ matrix product at the current thread count (best of `repeats`): through torch.matmul
-    (kernel "torch": MKL's on the CPU), or on the CPU through oneDNN's linear (kernel "onednn", the product
-    audit's CPU trainer uses for large MLPs; on AMD processors MKL runs its AVX2 code and oneDNN is about
-    twice as fast). 0.0 for "onednn" where this PyTorch has no oneDNN."""
+                repeats: int = 10, product: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = torch.matmul
+                ) -> float:
+    """FLOP/s of a size³ matrix product at the current thread count (best of `repeats`), through torch.matmul
+    or another `product` of two square matrices (bench/train.py passes oneDNN's)."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    if kernel == "onednn":
-        try:
-            product = functools.partial(torch.ops.mkldnn._linear_pointwise, a, b, None, "none", [], "")
-            product()
-        except (AttributeError, RuntimeError):
-            return 0.0
-    else:
-        product = functools.partial(torch.matmul, a, b)
     best = float("inf")
     for _ in range(repeats + 2):
         if device != "cpu":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        product()
+        product(a, b)
         if device != "cpu":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)

@@ -175,6 +175,11 @@ class Group:
     def stacked(self, tensors: dict[str, torch.Tensor]) -> stacked_mlp.Layers:
         return [(tensors[f"{name}.weight"], tensors[f"{name}.bias"]) for name in self.linear_names or []]
 
+    @property
+    def run_by_run(self) -> bool:
+        """Whether the group's plain MLPs train run by run on oneDNN's products (cpu_mlp's rule)."""
+        return self.linear_names is not None and cpu_mlp.applies(self.stacked(self.params), self.x_slots.device)
+
     def weights(self, i: int) -> dict[str, np.ndarray]:
         return {**{k: v[i].detach().cpu().numpy().copy() for k, v in self.params.items()},
                 **{k: v[i].detach().cpu().numpy().copy() for k, v in self.buffers.items()}}
@@ -251,7 +256,7 @@ def _epoch(group: Group, active: list[int], device: torch.device) -> list[float]
     """One epoch of every active run, each in its own order and with its own schedule; returns each run's sum
     of minibatch losses."""
     g, members = group, group.members
-    if g.linear_names is not None and cpu_mlp.applies(g.stacked(g.params), device):
+    if g.run_by_run:
         return _epoch_run_by_run(group, active)
     index = torch.tensor(stacked_mlp.paired(active), device=device)
     hyper_lists = ([members[i].state.lr() for i in active], [members[i].state.spec.momentum for i in active],
@@ -314,9 +319,8 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
     group = _stack(members, slots, test_slots, ops, device)
     n, batch_size = group.x_slots.shape[1], members[0].state.spec.batch_size
     active = list(range(len(members)))
-    run_by_run = group.linear_names is not None and cpu_mlp.applies(group.stacked(group.params), device)
     for member in members:  # which products trained the run (its bits depend on them)
-        member.state.record.attrs["products"] = "onednn" if run_by_run else "torch"
+        member.state.record.attrs["products"] = "onednn" if group.run_by_run else "torch"
     for i, (train, test) in zip(active, _evaluate_all(group, active, device)):
         state = members[i].state
         state.top5 = (train[2], test[2])
