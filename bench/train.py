@@ -227,8 +227,8 @@ def main() -> None:
                       f"{row[f'{method}_matmul_rate'] / 1e9:.0f} GFLOP/s"
                       + (f"   {ratio:.1f}× the DataLoader loop" if ratio else ""))
                 if row[f"{method}_best_rate"] > row[f"{method}_matmul_rate"]:
-                    print(f"  {'':11s} {'':>10s}              {row[f'{method}_fraction_of_best']:.3f} of the best fp32 "
-                          f"product here, oneDNN's, at {row[f'{method}_best_rate'] / 1e9:.0f} GFLOP/s (training FLOPs)")
+                    print(f"  {'':11s} {row[f'{method}_fraction_of_best']:.3f} (training FLOPs only) of the fastest fp32 "
+                          f"product here, oneDNN's, {row[f'{method}_best_rate'] / 1e9:.0f} GFLOP/s")
     if os.environ.get("OUT"):
         Path(os.environ["OUT"], "train.json").write_text(json.dumps(results, indent=2))
 
