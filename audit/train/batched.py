@@ -2,8 +2,8 @@
 
 The runs' parameters are stacked (torch.func.stack_module_state). Plain MLPs train through fused batched
 matrix products (audit/train/stacked_mlp.py), or on the CPU, from cpu_mlp's size on, run by run through
-oneDNN's (audit/train/cpu_mlp.py; recorded as `products`); other models through one vmapped
-functional_call and autograd. Each
+oneDNN's (audit/train/cpu_mlp.py), and are evaluated from a smaller size on through each run's oneDNN forward
+passes (both recorded as `products`); other models through one vmapped functional_call and autograd. Each
 run keeps its own inputs, labels, data order, seed, learning-rate schedule, momentum and
 weight decay, and the SGD update is PyTorch's (d = g + λw; b = μb + d; w = w − ηb) on the stacked tensors.
 A run that stops (fitted, loss target, max epochs, diverged) is written and leaves the group; the others go
@@ -171,6 +171,7 @@ class Group:
     autocast: contextlib.AbstractContextManager
     linear_names: list[str] | None  # plain MLPs in fp32 take the fused stacked path; others vmap and autograd
     batched_forward: Callable
+    working: tuple | None = None  # (active runs, their parameters, momenta, labels): kept while they stay the same
 
     def stacked(self, tensors: dict[str, torch.Tensor]) -> stacked_mlp.Layers:
         return [(tensors[f"{name}.weight"], tensors[f"{name}.bias"]) for name in self.linear_names or []]
@@ -179,6 +180,13 @@ class Group:
     def run_by_run(self) -> bool:
         """Whether the group's plain MLPs train run by run on oneDNN's products (cpu_mlp's rule)."""
         return self.linear_names is not None and cpu_mlp.applies(self.stacked(self.params), self.x_slots.device)
+
+    @property
+    def products(self) -> str:
+        """Which products train and evaluate the runs (their bits depend on them), as run files record it."""
+        evaluated = self.linear_names is not None and cpu_mlp.evaluates(self.stacked(self.params), self.x_slots.device)
+        training, evaluation = ("onednn" if self.run_by_run else "torch"), ("onednn" if evaluated else "torch")
+        return training if training == evaluation else f"{training}, evaluation {evaluation}"
 
     def weights(self, i: int) -> dict[str, np.ndarray]:
         return {**{k: v[i].detach().cpu().numpy().copy() for k, v in self.params.items()},
@@ -268,10 +276,13 @@ def _epoch(group: Group, active: list[int], device: torch.device) -> list[float]
     n, batch_size = g.x_slots.shape[1], members[0].state.spec.batch_size
     perms = torch.stack([torch.randperm(n, generator=members[i].state.order) for i in active]).to(device)
     perms = perms[stacked_mlp.paired(list(range(len(active))))]  # a lone run's copy: the same order, drawn once
-    sub = {k: v[index].detach().requires_grad_(g.linear_names is None) for k, v in g.params.items()}
+    if g.working is None or g.working[0] != active:  # gathered once per set of active runs, not every epoch
+        g.working = (list(active), {k: v[index].detach().requires_grad_(g.linear_names is None)
+                                    for k, v in g.params.items()},
+                     {k: v[index] for k, v in g.momentum.items()}, g.y_train[index])
+    _, sub, sub_momentum, labels_now = g.working
     sub_buffers = {k: v[index] for k, v in g.buffers.items()}
-    sub_momentum = {k: v[index] for k, v in g.momentum.items()}
-    slots_now, labels_now = g.slot_of[index], g.y_train[index]
+    slots_now = g.slot_of[index]
     flat_x = g.x_slots.flatten(0, 1)  # minibatches read by index_select: 3× faster than indexing two axes
     layers, layer_momenta = g.stacked(sub), g.stacked(sub_momentum)
     # on the CPU, parts of the group whose activations stay in cache (bitwise the whole group at once)
@@ -290,7 +301,7 @@ def _epoch(group: Group, active: list[int], device: torch.device) -> list[float]
             losses = _vmapped_sgd_step(g.batched_forward, sub, sub_buffers, sub_momentum, inputs, labels,
                                        lr, mu, decay, g.autocast)
         batch_sum += losses.detach()
-    with torch.no_grad():
+    with torch.no_grad():  # the stacked state that evaluations and run files read
         for name in g.params:
             g.params[name][index] = sub[name].detach()
             g.momentum[name][index] = sub_momentum[name]
@@ -319,8 +330,8 @@ def _train(members: list[Member], slots: list[torch.Tensor], test_slots: list[to
     group = _stack(members, slots, test_slots, ops, device)
     n, batch_size = group.x_slots.shape[1], members[0].state.spec.batch_size
     active = list(range(len(members)))
-    for member in members:  # which products trained the run (its bits depend on them)
-        member.state.record.attrs["products"] = "onednn" if group.run_by_run else "torch"
+    for member in members:
+        member.state.record.attrs["products"] = group.products
     for i, (train, test) in zip(active, _evaluate_all(group, active, device)):
         state = members[i].state
         state.top5 = (train[2], test[2])

@@ -11,7 +11,9 @@ epoch, then the next run's, so that its weights and momenta stay in cache betwee
 Every run computes on its own tensors only, so its arithmetic never depends on its group. The batched
 trainer takes this path by a fixed rule (`applies`: the CPU, oneDNN present, and a model of at least
 PER_RUN_MACS multiply-adds per example); smaller MLPs keep the stacked batched products
-(audit/train/stacked_mlp.py), where one product over many runs amortizes the per-call cost.
+(audit/train/stacked_mlp.py), where one product over many runs amortizes the per-call cost. The per-epoch
+evaluation's chunks are twice a minibatch, so its forward passes go run by run from a smaller size on
+(`evaluates`, EVAL_PER_RUN_MACS): the quick grid's digits MLP trains stacked and is evaluated run by run.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from audit.train.stacked_mlp import Layers
 
 PER_RUN_MACS = 1 << 18  # multiply-adds per example from which run-by-run oneDNN products beat stacked ones
 # (mlp-1x512 on 28×28 images: 406k, 1.7× faster a step; on 8×8 digits, 38k, and 16×16, 136k: 0.9×)
+EVAL_PER_RUN_MACS = 1 << 15  # the same for the per-epoch evaluation, whose chunks are twice a minibatch: from
+# mlp-1x512 on digits (38k, 1.33× faster; 1x256, 19k: 0.95×; 1x128: 0.73×; 784-128-10: 1.5×)
 
 
 @functools.cache
@@ -38,8 +42,16 @@ def available() -> bool:
 def applies(layers: Layers, device: torch.device) -> bool:
     """The rule: run-by-run oneDNN products for a plain MLP on the CPU of at least PER_RUN_MACS multiply-adds
     per example. It reads the device and the layer shapes only, never a timing."""
-    macs = sum(weight.shape[-1] * weight.shape[-2] for weight, _ in layers)
-    return device.type == "cpu" and macs >= PER_RUN_MACS and available()
+    return device.type == "cpu" and _macs(layers) >= PER_RUN_MACS and available()
+
+
+def evaluates(layers: Layers, device: torch.device) -> bool:
+    """The rule of the per-epoch evaluation: run-by-run oneDNN forward passes from EVAL_PER_RUN_MACS on."""
+    return device.type == "cpu" and _macs(layers) >= EVAL_PER_RUN_MACS and available()
+
+
+def _macs(layers: Layers) -> int:
+    return sum(weight.shape[-1] * weight.shape[-2] for weight, _ in layers)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool = False) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """A group's plain MLPs on their train and test sets: the per-epoch evaluation of the batched trainer.
 
 Every run's scores are its own (the same whatever its group): stacked products over batches of at least two
-runs (audit/train/stacked_mlp.py), or each run's own oneDNN products under cpu_mlp's rule.
+runs (audit/train/stacked_mlp.py), or each run's own oneDNN products under cpu_mlp's evaluation rule
+(`evaluates`: from EVAL_PER_RUN_MACS multiply-adds per example, below the size from which training goes run by run).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def evaluate(layers: stacked_mlp.Layers, slot_of: dict[int, int], x_sets: tuple[
     Runs that share inputs read one chunk through a broadcast view; the others' chunks are gathered. Every batch
     holds at least two runs, so each run's arithmetic is the same whatever its group (a broadcast view and a
     gathered copy give bitwise-equal products). Each batch's weights are gathered once for both sets. Under
-    cpu_mlp's rule each run's forward pass is its own oneDNN products instead."""
+    cpu_mlp's evaluation rule each run's forward pass is its own oneDNN products instead."""
     device = y_sets[0].device
     chunk = CPU_EVAL_EXAMPLES if device.type == "cpu" else GPU_EVAL_EXAMPLES
     by_slot: dict[int, list[int]] = {}
@@ -47,7 +48,7 @@ def evaluate(layers: stacked_mlp.Layers, slot_of: dict[int, int], x_sets: tuple[
         batches.append((alone, gathered(torch.tensor([slot_of[run] for run in alone], device=device))))
     scores: dict[int, tuple[Scores, ...]] = {}
     part = stacked_mlp.runs_per_part(layers, chunk, EVAL_PART_BYTES) if device.type == "cpu" else len(slot_of)
-    forward = cpu_mlp.forward if cpu_mlp.applies(layers, device) else stacked_mlp.forward
+    forward = cpu_mlp.forward if cpu_mlp.evaluates(layers, device) else stacked_mlp.forward
     for runs, readers in batches:
         for a, b in stacked_mlp.parts(len(runs), part):  # parts whose activations stay in cache (CPU)
             index = torch.tensor(runs[a:b], device=device)

@@ -19,8 +19,9 @@ needs_onednn = pytest.mark.skipif(not cpu_mlp.available(), reason="this PyTorch 
 
 @pytest.fixture
 def run_by_run(monkeypatch):
-    """The digits MLPs of these tests are below the rule's size: take the run-by-run path whatever the size."""
+    """The digits MLPs of these tests are below the rules' sizes: train and evaluate run by run whatever the size."""
     monkeypatch.setattr(cpu_mlp, "PER_RUN_MACS", 0)
+    monkeypatch.setattr(cpu_mlp, "EVAL_PER_RUN_MACS", 0)
 
 
 def stacked_layers(models, names):
@@ -70,6 +71,35 @@ def test_the_rule_reads_the_device_and_the_layer_shapes():
     assert not cpu_mlp.applies(layers(64), cpu)  # on 8×8 digits: 38k, stacked products
     assert not cpu_mlp.applies(layers(256), cpu)  # 16×16: 136k
     assert not cpu_mlp.applies(layers(784), torch.device("cuda"))
+    assert cpu_mlp.evaluates(layers(784), cpu) == cpu_mlp.available()  # the evaluation's rule: from 2^15 on
+    assert cpu_mlp.evaluates(layers(64), cpu) == cpu_mlp.available()  # the quick grid's digits MLP: 38k
+    assert not cpu_mlp.evaluates(layers(64, width=256), cpu)  # 19k: stacked products
+    assert not cpu_mlp.evaluates(layers(784), torch.device("cuda"))
+
+
+@needs_onednn
+def test_stacked_training_with_run_by_run_evaluation(tmp_path, monkeypatch):
+    """Below the training rule's size and from the evaluation's: stacked steps, each run's own oneDNN forward
+    passes in the evaluation, recorded as such. A run's history is bitwise the same in its group and alone, and
+    agrees with the stacked evaluation of the same weights to float rounding (accuracies exactly)."""
+    specs = small_grid(epochs=2, fit_target=1.0)
+    stacked = train_group(specs, [tmp_path / f"s{i}.h5" for i in range(len(specs))], OPS)
+    assert stacked[0].attrs["products"] == "torch"
+    monkeypatch.setattr(cpu_mlp, "EVAL_PER_RUN_MACS", 0)
+    whole = train_group(specs, [tmp_path / f"w{i}.h5" for i in range(len(specs))], OPS)
+    assert read_run(tmp_path / "w0.h5").attrs["products"] == "torch, evaluation onednn"
+    for i in (0, 3):  # true labels; gaussian inputs, a slot of their own
+        alone = train_group([specs[i]], [tmp_path / f"a{i}.h5"], OPS)[0]
+        for key, values in alone.history.items():
+            if key != "seconds":
+                assert np.array_equal(whole[i].history[key], values), (i, key)
+    for ours, theirs in zip(whole, stacked):
+        for name, value in theirs.final.items():  # the evaluation never touches the weights
+            assert np.array_equal(ours.final[name], value), name
+        for key in ("train_acc", "test_acc"):
+            assert np.array_equal(ours.history[key], theirs.history[key]), key
+        for key in ("train_loss", "test_loss"):
+            assert np.allclose(ours.history[key], theirs.history[key], rtol=1e-5), key
 
 
 @needs_onednn

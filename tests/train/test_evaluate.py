@@ -47,7 +47,7 @@ def test_a_group_evaluated_in_parts_of_runs_gives_each_run_its_numbers(monkeypat
 
     if path == "run-by-run" and not cpu_mlp.available():
         pytest.skip("this PyTorch build has no oneDNN")
-    monkeypatch.setattr(cpu_mlp, "PER_RUN_MACS", 0 if path == "run-by-run" else 1 << 40)
+    monkeypatch.setattr(cpu_mlp, "EVAL_PER_RUN_MACS", 0 if path == "run-by-run" else 1 << 40)
 
     generator = torch.Generator().manual_seed(3)
     runs = 7
@@ -63,7 +63,7 @@ def test_a_group_evaluated_in_parts_of_runs_gives_each_run_its_numbers(monkeypat
     assert mlp_eval.evaluate(layers, slot_of, x_sets, y_sets) == whole
     alone = mlp_eval.evaluate(layers, {5: 1}, x_sets, y_sets)  # a lone run, computed as a pair
     assert alone == [whole[5]]
-    monkeypatch.setattr(cpu_mlp, "PER_RUN_MACS", 1 << 40 if path == "run-by-run" else 0)
+    monkeypatch.setattr(cpu_mlp, "EVAL_PER_RUN_MACS", 1 << 40 if path == "run-by-run" else 0)
     for ours, other in zip(whole, mlp_eval.evaluate(layers, slot_of, x_sets, y_sets)):  # the other path
         for (loss, accuracy, top5), (loss2, accuracy2, top5_2) in zip(ours, other):
             assert abs(loss - loss2) <= 1e-5 * loss and accuracy == accuracy2 and top5 == top5_2
