@@ -17,6 +17,8 @@ from audit.train.evaluate import Scores, evaluate_sets
 GPU_EVAL_EXAMPLES = 256  # examples per run and evaluation chunk on a GPU, 16,384 for a group of 64 (fixed: a
 # run's loss sums must not round with the size of its group)
 CPU_EVAL_EXAMPLES = 256  # examples per stacked-MLP evaluation chunk on the CPU (fixed: it sets the loss sums' rounding)
+RUN_EVAL_EXAMPLES = 1024  # the same for each run's own oneDNN forward passes (fixed; the quick grid's evaluation
+# 14% faster than in chunks of 256, the Fashion-MNIST grid's the same)
 EVAL_PART_BYTES = 1 << 21  # activations of one part of runs evaluated together on the CPU (speed only)
 
 
@@ -30,7 +32,8 @@ def evaluate(layers: stacked_mlp.Layers, slot_of: dict[int, int], x_sets: tuple[
     gathered copy give bitwise-equal products). Each batch's weights are gathered once for both sets. Under
     cpu_mlp's evaluation rule each run's forward pass is its own oneDNN products instead."""
     device = y_sets[0].device
-    chunk = CPU_EVAL_EXAMPLES if device.type == "cpu" else GPU_EVAL_EXAMPLES
+    run_by_run = cpu_mlp.evaluates(layers, device)
+    chunk = RUN_EVAL_EXAMPLES if run_by_run else CPU_EVAL_EXAMPLES if device.type == "cpu" else GPU_EVAL_EXAMPLES
     by_slot: dict[int, list[int]] = {}
     for run, slot in slot_of.items():
         by_slot.setdefault(slot, []).append(run)
@@ -47,10 +50,11 @@ def evaluate(layers: stacked_mlp.Layers, slot_of: dict[int, int], x_sets: tuple[
     if alone:
         batches.append((alone, gathered(torch.tensor([slot_of[run] for run in alone], device=device))))
     scores: dict[int, tuple[Scores, ...]] = {}
-    part = stacked_mlp.runs_per_part(layers, chunk, EVAL_PART_BYTES) if device.type == "cpu" else len(slot_of)
-    forward = cpu_mlp.forward if cpu_mlp.evaluates(layers, device) else stacked_mlp.forward
+    stacked_on_cpu = device.type == "cpu" and not run_by_run
+    part = stacked_mlp.runs_per_part(layers, chunk, EVAL_PART_BYTES) if stacked_on_cpu else len(slot_of)
+    forward = cpu_mlp.forward if run_by_run else stacked_mlp.forward
     for runs, readers in batches:
-        for a, b in stacked_mlp.parts(len(runs), part):  # parts whose activations stay in cache (CPU)
+        for a, b in stacked_mlp.parts(len(runs), part):  # parts whose stacked activations stay in cache (CPU)
             index = torch.tensor(runs[a:b], device=device)
             group = [(weight[index], bias[index]) for weight, bias in layers]
             per_set = evaluate_sets(lambda x_part: forward(group, x_part),
