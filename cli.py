@@ -206,7 +206,8 @@ def run(
         help="Comma-separated points of training whose weights are kept: epoch:N, loss:X (first reached).")] = None,
     batch: Annotated[bool, typer.Option("--batch/--no-batch", help="Train runs of one architecture and data size "
                                         "together as one batched model (default where it applies; on the CPU, "
-                                        "large MLPs run one after another inside it, on oneDNN's products).")] = True,
+                                        "large MLPs run one after another inside it, on oneDNN's products, and "
+                                        "mid-sized ones are evaluated that way).")] = True,
     precision: Annotated[str, typer.Option(help="auto (bf16 autocast for conv models on CUDA), fp32 or bf16.")] = "auto",
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model (GPU path).")] = False,
     data_dir: DataDirOpt = None,
