@@ -79,6 +79,20 @@ def test_full_training_gives_the_same_outcomes(tmp_path, one_thread):
     assert decayed.attrs["epochs"] == DECAYED_EPOCHS and not decayed.fitted
 
 
+def test_runs_leaving_the_group_leave_the_others_bitwise_as_alone(tmp_path):
+    """The epoch's working copies of the active runs are gathered anew whenever runs leave: the runs left train
+    on bitwise as they do in a group of their own."""
+    specs = small_grid(epochs=4, fit_target=1.0)[:5]
+    specs = [replace(spec, epochs=1 + i % 3) for i, spec in enumerate(specs)]  # leave after 1, 2 and 3 epochs
+    whole = train_group(specs, [tmp_path / f"w{i}.h5" for i in range(len(specs))], OPS)
+    assert [record.attrs["epochs"] for record in whole] == [1, 2, 3, 1, 2]
+    for i in (2, 4):
+        alone = train_group([specs[i]], [tmp_path / f"a{i}.h5"], OPS)[0]
+        for name, value in alone.final.items():
+            assert np.array_equal(whole[i].final[name], value), (i, name)
+        assert np.array_equal(whole[i].history["train_loss"], alone.history["train_loss"]), i
+
+
 def interrupted_after_epoch_2(specs, paths):
     """Train the group until its epoch-2 callback, which raises (as a kill would stop it there)."""
 
