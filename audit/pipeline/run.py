@@ -38,7 +38,7 @@ from audit.spec.overrides import (
 from audit.spec.run import KERNEL_PREFIX, RunSpec
 from audit.store.directory import DEFAULT_ROOT, create_store
 from audit.store.record import RunRecord
-from audit.train.ddp import init_ddp
+from audit.train.ddp import init_ddp, leave_together
 from audit.train.device import Operational, ddp_world, resolve_device
 from audit.train.state import make_model
 
@@ -223,6 +223,9 @@ def run_experiment(run: PreparedRun, tracker: Tracker | None = None) -> Scored |
     try:
         with tracker:
             outcome = train(run, tracker)
+            if leave is not None:  # every rank leaves at once, rank 0's writes done
+                leave = None
+                leave_together()
             if run.ops.ddp and ddp_world()[0] != 0:
                 return None
             if outcome.skipped and not outcome.records:
